@@ -1,0 +1,80 @@
+import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import type { ResolveFastifyRequestType } from 'fastify/types/type-provider.js'
+import { openEventStream } from './lib/open.js'
+import { resolveOptions, type FastifyEventStreamOptions } from './lib/options.js'
+import { StreamRegistry } from './lib/registry.js'
+import type { EventMap, EventStream } from './lib/stream.js'
+
+export * from './lib/constants.js'
+export * from './lib/errors.js'
+export { encodeComment, encodeMessage, type MessageData, type MessageOptions } from './lib/encode.js'
+export type { FastifyEventStreamOptions } from './lib/options.js'
+export { EventStream, type EventMap, type SendOptions } from './lib/stream.js'
+
+/** The type of `stream.lastEventId` for a route: its header schema's `last-event-id`, else string. */
+export type LastEventIdOf<Headers> = 'last-event-id' extends keyof Headers ? Exclude<Headers['last-event-id'], undefined> : string
+
+declare module 'fastify' {
+  // The merged declaration must repeat every type parameter of FastifyReply, used or not.
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  interface FastifyReply<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, ReplyType> {
+    /**
+     * Opens a Server-Sent Events stream: hijacks the reply, writes the status (argument, else the reply's) and the
+     * stream headers, and flushes them at once. Throws FST_SSE_REPLY_SENT or FST_SSE_INVALID_STATUS.
+     */
+    sse<Events extends EventMap = EventMap> (status?: number): EventStream<Events, LastEventIdOf<ResolveFastifyRequestType<TypeProvider, SchemaCompiler, RouteGeneric>['headers']>>
+  }
+}
+
+const kStream = Symbol('fastify-event-stream.stream')
+
+type StreamReply = FastifyReply & { [kStream]: EventStream<any, any> | null }
+type Handler = (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => unknown
+
+const plugin: FastifyPluginCallback<FastifyEventStreamOptions> = (fastify, options, done) => {
+  const { heartbeat, maxBufferedBytes, retry } = resolveOptions(options)
+  const registry = new StreamRegistry(heartbeat)
+  fastify.decorateReply(kStream, null)
+  fastify.decorateReply('sse', function sse (this: FastifyReply, status?: number) {
+    const stream = openEventStream(this, status, { maxBufferedBytes, retry, registry })
+    ;(this as StreamReply)[kStream] = stream
+    return stream
+  })
+  fastify.addHook('onRoute', (route: RouteOptions) => { route.handler = guard(route.handler as Handler) })
+  // preClose runs before the server stops accepting: streams end first, so fastify.close() never waits on them.
+  fastify.addHook('preClose', () => registry.closeAll())
+  done()
+}
+
+/** A handler that throws after reply.sse() ends its stream (and logs) instead of leaving it open. */
+function guard (handler: Handler): Handler {
+  return function guarded (request, reply) {
+    let result: unknown
+    try {
+      result = handler.call(this, request, reply)
+    } catch (err) {
+      if (endOnError(reply, err)) return
+      throw err
+    }
+    if (!isThenable(result)) return result
+    return result.then(undefined, (err: unknown) => {
+      if (!endOnError(reply, err)) throw err
+    })
+  }
+}
+
+function endOnError (reply: FastifyReply, err: unknown): boolean {
+  const stream = (reply as StreamReply)[kStream]
+  if (stream === null) return false
+  reply.log.error({ err }, 'event stream handler failed after reply.sse(); closing the stream')
+  // close() never rejects.
+  stream.close()
+  return true
+}
+
+function isThenable (value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === 'function'
+}
+
+export default fp(plugin, { fastify: '5.x', name: 'fastify-event-stream' })

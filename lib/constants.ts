@@ -1,0 +1,26 @@
+/** The request header a reconnecting client sends with the id of the last event it received. */
+export const LAST_EVENT_ID_HEADER = 'last-event-id'
+
+export const CONTENT_TYPE_HEADER = 'content-type'
+export const CONTENT_TYPE_VALUE = 'text/event-stream; charset=utf-8'
+
+/** HTTP/1.x only: connection-specific headers are illegal in HTTP/2. */
+export const CONNECTION_HEADER = 'connection'
+export const CONNECTION_VALUE = 'keep-alive'
+
+/** no-cache so that intermediaries do not cache or buffer the stream. */
+export const CACHE_CONTROL_HEADER = 'cache-control'
+export const CACHE_CONTROL_VALUE = 'no-cache'
+
+/** Stops nginx from buffering the response. */
+export const ACCEL_BUFFERING_HEADER = 'x-accel-buffering'
+export const ACCEL_BUFFERING_VALUE = 'no'
+
+export const DEFAULT_HEARTBEAT_MS = 15_000
+export const DEFAULT_MAX_BUFFERED_BYTES = 1024 * 1024
+
+/**
+ * How long close() waits for a client to take the bytes still queued before the socket is destroyed,
+ * so that neither close() nor fastify.close() waits on a client that stopped reading.
+ */
+export const CLOSE_GRACE_MS = 2_000

@@ -1,0 +1,13 @@
+import createError from '@fastify/error'
+
+/** An id, event or comment holds CR or LF (or an id holds NUL), or a field has the wrong type. Nothing was written. */
+export const FST_SSE_INVALID_FIELD = createError('FST_SSE_INVALID_FIELD', 'Invalid SSE field: %s', 500, TypeError)
+
+/** reply.sse() was called on a reply that was already sent or hijacked. */
+export const FST_SSE_REPLY_SENT = createError('FST_SSE_REPLY_SENT', 'Cannot open an event stream: the reply was already sent or hijacked', 500)
+
+/** reply.sse(status) with a status that is not an integer in 200-599. */
+export const FST_SSE_INVALID_STATUS = createError('FST_SSE_INVALID_STATUS', 'Invalid event stream status: %s (expected an integer in 200-599)', 500, RangeError)
+
+/** A plugin option failed validation at registration. */
+export const FST_SSE_INVALID_OPTION = createError('FST_SSE_INVALID_OPTION', 'Invalid fastify-event-stream option %s: %s', 500, TypeError)

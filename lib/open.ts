@@ -1,0 +1,67 @@
+import type { FastifyReply } from 'fastify'
+import {
+  ACCEL_BUFFERING_HEADER, ACCEL_BUFFERING_VALUE, CACHE_CONTROL_HEADER, CACHE_CONTROL_VALUE, CONNECTION_HEADER,
+  CONNECTION_VALUE, CONTENT_TYPE_HEADER, CONTENT_TYPE_VALUE, LAST_EVENT_ID_HEADER
+} from './constants.js'
+import { encodeRetry } from './encode.js'
+import { FST_SSE_INVALID_STATUS, FST_SSE_REPLY_SENT } from './errors.js'
+import type { StreamRegistry } from './registry.js'
+import { EventStream, type RawResponse } from './stream.js'
+
+export interface OpenSettings {
+  maxBufferedBytes: number
+  retry: number | undefined
+  registry: StreamRegistry
+}
+
+type Headers = Record<string, number | string | string[] | undefined>
+
+/** Headers that describe a body of known length, or the HTTP/1 connection: wrong on an event stream. */
+const DROPPED_HEADERS = ['content-length', 'transfer-encoding', 'content-encoding']
+/** Connection-specific headers, which HTTP/2 forbids. */
+const HTTP1_ONLY_HEADERS = ['connection', 'keep-alive', 'proxy-connection', 'upgrade']
+
+/** Hijacks the reply, writes status and headers at once, and returns the stream. */
+export function openEventStream (reply: FastifyReply, status: number | undefined, settings: OpenSettings): EventStream<any, any> {
+  if (reply.sent || reply.raw.headersSent) throw new FST_SSE_REPLY_SENT()
+  const code = status ?? reply.statusCode
+  if (!Number.isInteger(code) || code < 200 || code > 599) throw new FST_SSE_INVALID_STATUS(String(code))
+  const raw = reply.raw as unknown as RawResponse & {
+    writeHead (status: number, headers: Headers): unknown
+    removeHeader (name: string): void
+    flushHeaders (): void
+  }
+  reply.hijack()
+  raw.writeHead(code, streamHeaders(reply, raw))
+  const request = reply.request
+  const stream = new EventStream(raw, lastEventIdOf(request.headers[LAST_EVENT_ID_HEADER]), {
+    maxBufferedBytes: settings.maxBufferedBytes,
+    log: reply.log,
+    owner: settings.registry
+  })
+  settings.registry.add(stream)
+  // The first write carries the headers; without one, flush them so that the client's onopen fires now.
+  if (settings.retry === undefined) raw.flushHeaders()
+  else raw.write(encodeRetry(settings.retry))
+  return stream
+}
+
+/** The stream's headers merged over those already set on the reply (by hooks such as CORS, or by the handler). */
+function streamHeaders (reply: FastifyReply, raw: { removeHeader (name: string): void }): Headers {
+  const http2 = reply.request.raw.httpVersionMajor >= 2
+  const headers: Headers = reply.getHeaders()
+  // writeHead() merges what was set on the raw response, so a dropped header goes from there too.
+  for (const name of http2 ? [...DROPPED_HEADERS, ...HTTP1_ONLY_HEADERS] : DROPPED_HEADERS) {
+    delete headers[name]
+    raw.removeHeader(name)
+  }
+  headers[CONTENT_TYPE_HEADER] = CONTENT_TYPE_VALUE
+  headers[CACHE_CONTROL_HEADER] = CACHE_CONTROL_VALUE
+  headers[ACCEL_BUFFERING_HEADER] = ACCEL_BUFFERING_VALUE
+  if (!http2) headers[CONNECTION_HEADER] = CONNECTION_VALUE
+  return headers
+}
+
+function lastEventIdOf (header: unknown): unknown {
+  return header === '' ? undefined : header
+}

@@ -1,0 +1,184 @@
+import type { FastifyBaseLogger } from 'fastify'
+import { CLOSE_GRACE_MS } from './constants.js'
+import { encodeComment, encodeMessage, type MessageData, type MessageOptions } from './encode.js'
+
+/** Event names mapped to the type of their JSON payload, for `stream.send()`. */
+export type EventMap = Record<string, unknown>
+
+/** The options of a typed JSON event: its name comes from the event map. */
+export type SendOptions = Omit<MessageOptions, 'event'>
+
+/** What a stream needs of the raw response: the common part of http.ServerResponse and Http2ServerResponse. */
+export interface RawResponse {
+  write (chunk: Uint8Array): boolean
+  end (): unknown
+  destroy (): unknown
+  readonly writableLength: number
+  on (event: 'drain' | 'close' | 'error', listener: (...args: any[]) => void): unknown
+}
+
+/** Where a stream reports that it ended, so that it leaves every registry. */
+export interface StreamOwner {
+  delete (stream: EventStream<any, any>): void
+}
+
+export interface StreamSettings {
+  maxBufferedBytes: number
+  log: FastifyBaseLogger
+  owner: StreamOwner
+}
+
+interface Pending {
+  frame: Buffer
+  resolve: (written: boolean) => void
+}
+
+const WRITTEN = Promise.resolve(true)
+const NOT_WRITTEN = Promise.resolve(false)
+const HEARTBEAT = encodeComment('')
+
+/** Package-internal: lets the heartbeat reach a stream without a public method. */
+export const kHeartbeat = Symbol('fastify-event-stream.heartbeat')
+
+/**
+ * One open Server-Sent Events response. Frames go out in call order through a FIFO queue that waits while the
+ * socket is full and is bounded by maxBufferedBytes; writes never reject and resolve false once the stream ended.
+ */
+export class EventStream<Events extends EventMap = EventMap, LastEventId = string> {
+  /** The Last-Event-ID request header, undefined when absent or empty. */
+  readonly lastEventId: LastEventId | undefined
+  readonly #res: RawResponse
+  readonly #settings: StreamSettings
+  readonly #controller = new AbortController()
+  readonly #done: Promise<void>
+  #resolveDone!: () => void
+  #queue: Pending[] = []
+  #queuedBytes = 0
+  #blocked = false
+  #ending = false
+  #finished = false
+  #active = false
+  #graceTimer: NodeJS.Timeout | undefined
+
+  constructor (res: RawResponse, lastEventId: LastEventId | undefined, settings: StreamSettings) {
+    this.#res = res
+    this.#settings = settings
+    this.lastEventId = lastEventId
+    this.#done = new Promise(resolve => { this.#resolveDone = resolve })
+    res.on('drain', this.#onDrain)
+    res.on('close', this.#finish)
+    res.on('error', this.#onError)
+  }
+
+  /** Aborts when the stream ends, whatever the reason. */
+  get signal (): AbortSignal {
+    return this.#controller.signal
+  }
+
+  /** True once the stream ended or began to close: later writes resolve false. */
+  get closed (): boolean {
+    return this.#ending
+  }
+
+  /** Sends one event. Throws FST_SSE_INVALID_FIELD (and writes nothing) on an invalid field. */
+  message (data: MessageData, options?: MessageOptions): Promise<boolean> {
+    const frame = encodeMessage(data, options)
+    this.#active = true
+    return this.#enqueue(frame)
+  }
+
+  /** Sends a typed event whose data is the JSON of the payload. */
+  send<E extends keyof Events & string> (event: E, payload: Events[E], options?: SendOptions): Promise<boolean> {
+    const json = JSON.stringify(payload)
+    return this.message(json, { id: options?.id, retry: options?.retry, event })
+  }
+
+  /** Sends a comment, which clients ignore (useful as a keep-alive). */
+  comment (text: string = ''): Promise<boolean> {
+    const frame = encodeComment(text)
+    this.#active = true
+    return this.#enqueue(frame)
+  }
+
+  /** Hands what is queued to the socket, then ends the response. Idempotent; resolves once the response closed. */
+  close (): Promise<void> {
+    if (!this.#ending) {
+      this.#beginEnd()
+      this.#flushQueue()
+      this.#res.end()
+      // A client that stopped reading must not hold close() or fastify.close() open.
+      this.#graceTimer = setTimeout(() => this.#res.destroy(), CLOSE_GRACE_MS).unref()
+    }
+    return this.#done
+  }
+
+  /** Called once per heartbeat interval: a stream that wrote nothing since the last tick gets a comment. */
+  [kHeartbeat] (): void {
+    if (this.#active) this.#active = false
+    else this.#enqueue(HEARTBEAT)
+  }
+
+  #enqueue (frame: Buffer): Promise<boolean> {
+    if (this.#ending) return NOT_WRITTEN
+    const buffered = this.#queuedBytes + this.#res.writableLength
+    // A frame always goes into an empty pipe; past that, the bound holds.
+    if (buffered > 0 && buffered + frame.length > this.#settings.maxBufferedBytes) {
+      this.#cutOff(buffered + frame.length)
+      return NOT_WRITTEN
+    }
+    if (!this.#blocked) {
+      this.#blocked = !this.#res.write(frame)
+      return WRITTEN
+    }
+    this.#queuedBytes += frame.length
+    return new Promise(resolve => { this.#queue.push({ frame, resolve }) })
+  }
+
+  /** Writes every queued frame in one socket write and resolves their promises. */
+  #flushQueue (): void {
+    const queue = this.#queue
+    if (queue.length === 0) return
+    const frames = queue.length === 1 ? queue[0].frame : Buffer.concat(queue.map(p => p.frame), this.#queuedBytes)
+    this.#queue = []
+    this.#queuedBytes = 0
+    this.#blocked = !this.#res.write(frames)
+    for (const pending of queue) pending.resolve(true)
+  }
+
+  readonly #onDrain = (): void => {
+    this.#blocked = false
+    this.#flushQueue()
+  }
+
+  readonly #onError = (err: Error): void => {
+    this.#settings.log.debug({ err }, 'event stream response failed')
+    this.#res.destroy()
+    this.#finish()
+  }
+
+  #cutOff (bytes: number): void {
+    const { log, maxBufferedBytes } = this.#settings
+    log.warn({ bufferedBytes: bytes, maxBufferedBytes }, 'event stream client too slow: buffered bytes exceed maxBufferedBytes, closing it')
+    this.#res.destroy()
+    this.#finish()
+  }
+
+  #beginEnd (): void {
+    this.#ending = true
+    this.#settings.owner.delete(this)
+    this.#controller.abort()
+  }
+
+  /** The response is gone (ended, client left, cut off): settle everything and leave every registry. */
+  readonly #finish = (): void => {
+    if (this.#finished) return
+    this.#finished = true
+    if (!this.#ending) this.#beginEnd()
+    clearTimeout(this.#graceTimer)
+    const queue = this.#queue
+    this.#queue = []
+    this.#queuedBytes = 0
+    for (const pending of queue) pending.resolve(false)
+    this.#resolveDone()
+  }
+}
