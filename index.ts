@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { ResolveFastifyRequestType } from 'fastify/types/type-provider.js'
 import { openEventStream } from './lib/open.js'
@@ -16,6 +16,11 @@ export { EventStream, type EventMap, type SendOptions } from './lib/stream.js'
 export type LastEventIdOf<Headers> = 'last-event-id' extends keyof Headers ? Exclude<Headers['last-event-id'], undefined> : string
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /** How many event streams are open on this instance right now. */
+    readonly openEventStreams: number
+  }
+
   // The merged declaration must repeat every type parameter of FastifyReply, used or not.
   // eslint-disable-next-line @typescript-eslint/no-unused-vars
   interface FastifyReply<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, ReplyType> {
@@ -32,9 +37,10 @@ const kStream = Symbol('fastify-event-stream.stream')
 type StreamReply = FastifyReply & { [kStream]: EventStream<any, any> | null }
 type Handler = (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => unknown
 
-const plugin: FastifyPluginCallback<FastifyEventStreamOptions> = (fastify, options, done) => {
+const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, options) => {
   const { heartbeat, maxBufferedBytes, retry } = resolveOptions(options)
   const registry = new StreamRegistry(heartbeat)
+  fastify.decorate('openEventStreams', { getter: () => registry.size })
   fastify.decorateReply(kStream, null)
   fastify.decorateReply('sse', function sse (this: FastifyReply, status?: number) {
     const stream = openEventStream(this, status, { maxBufferedBytes, retry, registry })
@@ -44,7 +50,6 @@ const plugin: FastifyPluginCallback<FastifyEventStreamOptions> = (fastify, optio
   fastify.addHook('onRoute', (route: RouteOptions) => { route.handler = guard(route.handler as Handler) })
   // preClose runs before the server stops accepting: streams end first, so fastify.close() never waits on them.
   fastify.addHook('preClose', () => registry.closeAll())
-  done()
 }
 
 /** A handler that throws after reply.sse() ends its stream (and logs) instead of leaving it open. */

@@ -16,10 +16,10 @@ export interface OpenSettings {
 
 type Headers = Record<string, number | string | string[] | undefined>
 
-/** Headers that describe a body of known length, or the HTTP/1 connection: wrong on an event stream. */
-const DROPPED_HEADERS = ['content-length', 'transfer-encoding', 'content-encoding']
+/** Headers that describe a body of known length or encoding: wrong on an event stream. */
+const DROPPED_HEADERS = ['content-length', 'content-encoding']
 /** Connection-specific headers, which HTTP/2 forbids. */
-const HTTP1_ONLY_HEADERS = ['connection', 'keep-alive', 'proxy-connection', 'upgrade']
+const HTTP2_DROPPED_HEADERS = [...DROPPED_HEADERS, 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']
 
 /** Hijacks the reply, writes status and headers at once, and returns the stream. */
 export function openEventStream (reply: FastifyReply, status: number | undefined, settings: OpenSettings): EventStream<any, any> {
@@ -28,6 +28,7 @@ export function openEventStream (reply: FastifyReply, status: number | undefined
   if (!Number.isInteger(code) || code < 200 || code > 599) throw new FST_SSE_INVALID_STATUS(String(code))
   const raw = reply.raw as unknown as RawResponse & {
     writeHead (status: number, headers: Headers): unknown
+    hasHeader (name: string): boolean
     removeHeader (name: string): void
     flushHeaders (): void
   }
@@ -47,13 +48,15 @@ export function openEventStream (reply: FastifyReply, status: number | undefined
 }
 
 /** The stream's headers merged over those already set on the reply (by hooks such as CORS, or by the handler). */
-function streamHeaders (reply: FastifyReply, raw: { removeHeader (name: string): void }): Headers {
+function streamHeaders (reply: FastifyReply, raw: { hasHeader (name: string): boolean, removeHeader (name: string): void }): Headers {
   const http2 = reply.request.raw.httpVersionMajor >= 2
   const headers: Headers = reply.getHeaders()
-  // writeHead() merges what was set on the raw response, so a dropped header goes from there too.
-  for (const name of http2 ? [...DROPPED_HEADERS, ...HTTP1_ONLY_HEADERS] : DROPPED_HEADERS) {
+  for (const name of http2 ? HTTP2_DROPPED_HEADERS : DROPPED_HEADERS) {
+    if (headers[name] === undefined) continue
     delete headers[name]
-    raw.removeHeader(name)
+    // writeHead() merges what was set on the raw response. Only a header that is there is removed: removing an
+    // absent transfer-encoding would turn off chunked encoding.
+    if (raw.hasHeader(name)) raw.removeHeader(name)
   }
   headers[CONTENT_TYPE_HEADER] = CONTENT_TYPE_VALUE
   headers[CACHE_CONTROL_HEADER] = CACHE_CONTROL_VALUE

@@ -1,0 +1,77 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import http from 'node:http'
+import { once } from 'node:events'
+import { Writable } from 'node:stream'
+import type { Test } from 'tap'
+import fastifyEventStream, { type FastifyEventStreamOptions } from '../index.js'
+
+/** A Fastify app with the plugin registered, closed when the test ends. */
+export async function build (t: Test, options: FastifyEventStreamOptions = {}, serverOptions?: FastifyServerOptions): Promise<FastifyInstance> {
+  const app = Fastify(serverOptions)
+  await app.register(fastifyEventStream, options)
+  t.teardown(() => app.close())
+  return app
+}
+
+/** Listens on a free loopback port; returns the base URL. */
+export async function listen (app: FastifyInstance): Promise<string> {
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('not listening on TCP')
+  return `http://127.0.0.1:${address.port}`
+}
+
+/** A GET on its own connection; resolves as soon as the status and headers arrive. */
+export async function get (url: string, headers: http.OutgoingHttpHeaders = {}): Promise<http.IncomingMessage> {
+  const request = http.get(url, { agent: false, headers })
+  const [response] = await once(request, 'response') as [http.IncomingMessage]
+  return response
+}
+
+/** Reads a response to its end as UTF-8 text. */
+export async function readAll (response: NodeJS.ReadableStream): Promise<string> {
+  let body = ''
+  for await (const chunk of response) body += chunk.toString()
+  return body
+}
+
+/** Reads until the text received so far contains `marker`; returns all of it. */
+export async function readUntil (response: http.IncomingMessage, marker: string): Promise<string> {
+  let body = ''
+  for await (const chunk of response) {
+    body += chunk.toString()
+    if (body.includes(marker)) return body
+  }
+  throw new Error(`stream ended before ${JSON.stringify(marker)}; got ${JSON.stringify(body)}`)
+}
+
+export interface LogLine {
+  level: number
+  msg: string
+  reqId?: string
+  [key: string]: unknown
+}
+
+/** Logger options that collect every line the app logs, parsed. */
+export function captureLogs (level = 'info'): { logger: { level: string, stream: Writable }, lines: LogLine[] } {
+  const lines: LogLine[] = []
+  const stream = new Writable({
+    write (chunk, _encoding, callback) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line))
+      callback()
+    }
+  })
+  return { logger: { level, stream }, lines }
+}
+
+/** Resolves on the next macrotask turn, after pending I/O callbacks. */
+export const tick = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
+
+/** Polls until `check` holds; for state that no event announces (such as a log line). */
+export async function until (check: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 5))
+  }
+}
