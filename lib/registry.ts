@@ -1,4 +1,4 @@
-import { kHeartbeat, type EventStream, type StreamOwner } from './stream.js'
+import { kHeartbeat, kShutdown, type EventStream, type StreamOwner } from './stream.js'
 
 /**
  * The open streams of one plugin registration: closed together on shutdown, and kept alive by one heartbeat
@@ -31,7 +31,7 @@ export class StreamRegistry implements StreamOwner {
 
   /** Ends every open stream; resolves once all of them closed. */
   async closeAll (): Promise<void> {
-    await Promise.all(Array.from(this.#streams, stream => stream.close()))
+    await Promise.all(Array.from(this.#streams, stream => stream[kShutdown]()))
     this.#stopTimer()
   }
 

@@ -14,6 +14,8 @@ export interface RawResponse {
   end (): unknown
   destroy (): unknown
   readonly writableLength: number
+  /** Http2ServerResponse only: the HTTP/2 stream, and through it the session. */
+  readonly stream?: { readonly session?: { close (): void } | undefined }
   on (event: 'drain' | 'close' | 'error', listener: (...args: any[]) => void): unknown
 }
 
@@ -37,8 +39,9 @@ const WRITTEN = Promise.resolve(true)
 const NOT_WRITTEN = Promise.resolve(false)
 const HEARTBEAT = encodeComment('')
 
-/** Package-internal: lets the heartbeat reach a stream without a public method. */
+/** Package-internal: let the registry reach a stream without a public method. */
 export const kHeartbeat = Symbol('fastify-event-stream.heartbeat')
+export const kShutdown = Symbol('fastify-event-stream.shutdown')
 
 /**
  * One open Server-Sent Events response. Frames go out in call order through a FIFO queue that waits while the
@@ -110,6 +113,17 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
       this.#graceTimer = setTimeout(() => this.#res.destroy(), CLOSE_GRACE_MS).unref()
     }
     return this.#done
+  }
+
+  /**
+   * Server shutdown: close, then end the HTTP/2 session gracefully (GOAWAY), since the server waits for every
+   * session; an HTTP/1.1 connection left idle is closed by Fastify itself.
+   */
+  async [kShutdown] (): Promise<void> {
+    // Taken first: a closed HTTP/2 stream no longer knows its session.
+    const session = this.#res.stream?.session
+    await this.close()
+    session?.close()
   }
 
   /** Called once per heartbeat interval: a stream that wrote nothing since the last tick gets a comment. */

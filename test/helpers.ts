@@ -35,14 +35,31 @@ export async function readAll (response: NodeJS.ReadableStream): Promise<string>
   return body
 }
 
-/** Reads until the text received so far contains `marker`; returns all of it. */
-export async function readUntil (response: http.IncomingMessage, marker: string): Promise<string> {
-  let body = ''
-  for await (const chunk of response) {
-    body += chunk.toString()
-    if (body.includes(marker)) return body
-  }
-  throw new Error(`stream ended before ${JSON.stringify(marker)}; got ${JSON.stringify(body)}`)
+/**
+ * Reads until the text received so far contains `marker`; returns all of it and leaves the stream paused and open
+ * (leaving a for-await loop early would destroy it).
+ */
+export async function readUntil (stream: NodeJS.ReadableStream, marker: string): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    let body = ''
+    const onData = (chunk: Buffer): void => {
+      body += chunk.toString()
+      if (!body.includes(marker)) return
+      stop()
+      resolve(body)
+    }
+    const onEnd = (): void => {
+      stop()
+      reject(new Error(`stream ended before ${JSON.stringify(marker)}; got ${JSON.stringify(body)}`))
+    }
+    const stop = (): void => {
+      stream.pause()
+      stream.off('data', onData)
+      stream.off('end', onEnd)
+    }
+    stream.on('data', onData)
+    stream.on('end', onEnd)
+  })
 }
 
 export interface LogLine {
@@ -74,4 +91,23 @@ export async function until (check: () => boolean, what: string, ms = 5000): Pro
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise(resolve => setTimeout(resolve, 5))
   }
+}
+
+/** Records the interval timers created and cleared while a test runs (the heartbeat is one). */
+export function trackIntervals (t: Test): { delays: unknown[], live: () => number } {
+  const { setInterval: set, clearInterval: clear } = globalThis
+  const delays: unknown[] = []
+  const live = new Set<unknown>()
+  globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
+    delays.push(args[1])
+    const timer = set(...args)
+    live.add(timer)
+    return timer
+  }) as typeof setInterval
+  globalThis.clearInterval = ((timer: Parameters<typeof clearInterval>[0]) => {
+    live.delete(timer)
+    clear(timer)
+  }) as typeof clearInterval
+  t.teardown(() => Object.assign(globalThis, { setInterval: set, clearInterval: clear }))
+  return { delays, live: () => live.size }
 }

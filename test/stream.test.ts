@@ -1,4 +1,3 @@
-import { once } from 'node:events'
 import t from 'tap'
 import type { EventStream } from '../index.js'
 import { build, captureLogs, get, listen, readAll, tick, until } from './helpers.js'
