@@ -1,0 +1,98 @@
+import Fastify, { type FastifyTypeProvider } from 'fastify'
+import { expect, test } from 'tstyche'
+import fastifyEventStream, {
+  EventStream, FST_SSE_INVALID_FIELD, encodeMessage, type EventMap, type LastEventIdOf, type MessageOptions
+} from '../index.js'
+
+const app = Fastify()
+app.register(fastifyEventStream, { heartbeat: 10_000, maxBufferedBytes: 1 << 20, retry: 3000 })
+
+test('plugin options', () => {
+  expect(app.register).type.toBeCallableWith(fastifyEventStream)
+  expect(app.register).type.toBeCallableWith(fastifyEventStream, { heartbeat: false })
+  expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { heartbeat: true })
+  expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { maxBufferedBytes: '1mb' })
+  expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { retry: '3s' })
+  expect(app.openEventStreams).type.toBe<number>()
+})
+
+test('reply.sse() returns a stream whose lastEventId is a string by default', () => {
+  app.get('/', (_request, reply) => {
+    const stream = reply.sse()
+    expect(stream).type.toBe<EventStream<EventMap, string>>()
+    expect(stream.lastEventId).type.toBe<string | undefined>()
+    expect(stream.signal).type.toBe<AbortSignal>()
+    expect(stream.closed).type.toBe<boolean>()
+    expect(stream.close()).type.toBe<Promise<void>>()
+    expect(reply.sse).type.toBeCallableWith(201)
+    expect(reply.sse).type.not.toBeCallableWith('200')
+  })
+})
+
+test('message() and comment()', () => {
+  app.get('/', (_request, reply) => {
+    const stream = reply.sse()
+    expect(stream.message('text')).type.toBe<Promise<boolean>>()
+    expect(stream.message).type.toBeCallableWith(new Uint8Array(1), { id: 1, event: 'e', retry: 1000 })
+    expect(stream.message).type.toBeCallableWith(Buffer.from('x'), { id: '' })
+    expect(stream.message).type.not.toBeCallableWith(42)
+    expect(stream.message).type.not.toBeCallableWith({ data: 'x' })
+    expect(stream.message).type.not.toBeCallableWith('x', { id: true })
+    expect(stream.message).type.not.toBeCallableWith('x', { event: 1 })
+    expect(stream.message).type.not.toBeCallableWith('x', { retry: '1s' })
+    expect(stream.comment()).type.toBe<Promise<boolean>>()
+    expect(stream.comment).type.not.toBeCallableWith(1)
+  })
+})
+
+test('typed JSON events: the event map checks names and payloads', () => {
+  app.get('/', (_request, reply) => {
+    const stream = reply.sse<{ tick: { n: number }, note: string }>()
+    expect(stream.send('tick', { n: 1 })).type.toBe<Promise<boolean>>()
+    expect(stream.send).type.toBeCallableWith('note', 'text', { id: 3, retry: 10 })
+    expect(stream.send).type.not.toBeCallableWith('tock', { n: 1 })
+    expect(stream.send).type.not.toBeCallableWith('tick', { n: '1' })
+    expect(stream.send).type.not.toBeCallableWith('note', 1)
+    expect(stream.send).type.not.toBeCallableWith('tick', { n: 1 }, { event: 'other' })
+    const loose = reply.sse()
+    expect(loose.send).type.toBeCallableWith('anything', { any: 'payload' })
+  })
+})
+
+test('lastEventId follows the route generic headers', () => {
+  app.get<{ Headers: { 'last-event-id'?: number } }>('/', (_request, reply) => {
+    expect(reply.sse().lastEventId).type.toBe<number | undefined>()
+  })
+  app.get<{ Headers: { 'last-event-id': `${number}` } }>('/', (_request, reply) => {
+    expect(reply.sse().lastEventId).type.toBe<`${number}` | undefined>()
+  })
+  app.get<{ Headers: { authorization: string } }>('/', (_request, reply) => {
+    expect(reply.sse().lastEventId).type.toBe<string | undefined>()
+  })
+})
+
+interface IntegerHeadersProvider extends FastifyTypeProvider {
+  validator: this['schema'] extends { properties: { 'last-event-id': { type: 'integer' } } }
+    ? { 'last-event-id'?: number }
+    : unknown
+  serializer: unknown
+}
+
+test('lastEventId follows a type provider\'s header schema', () => {
+  const typed = app.withTypeProvider<IntegerHeadersProvider>()
+  typed.get('/', {
+    schema: { headers: { type: 'object', properties: { 'last-event-id': { type: 'integer' } } } as const }
+  }, (_request, reply) => {
+    expect(reply.sse().lastEventId).type.toBe<number | undefined>()
+  })
+})
+
+test('exports', () => {
+  expect<LastEventIdOf<unknown>>().type.toBe<string>()
+  expect<LastEventIdOf<{ 'last-event-id'?: 'a' | 'b' }>>().type.toBe<'a' | 'b'>()
+  expect(encodeMessage('x', { id: 1 })).type.toBe<Buffer>()
+  expect(encodeMessage).type.not.toBeCallableWith('x', { id: null })
+  expect(new FST_SSE_INVALID_FIELD('x').code).type.toBe<'FST_SSE_INVALID_FIELD'>()
+  expect(new FST_SSE_INVALID_FIELD('x')).type.toBeAssignableTo<Error>()
+  expect<MessageOptions>().type.toBe<{ id?: string | number, event?: string, retry?: number }>()
+})
