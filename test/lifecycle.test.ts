@@ -116,7 +116,7 @@ t.test('a handler that throws before reply.sse() gets Fastify\'s usual error rep
 t.test('heartbeat: one timer for all streams, a comment only to streams idle for the interval', async t => {
   const setIntervalOriginal = globalThis.setInterval
   const intervals = trackIntervals(t)
-  const heartbeat = 30
+  const heartbeat = 100
   const app = await build(t, { heartbeat })
   const streams: EventStream[] = []
   app.get('/', (_request, reply) => { streams.push(reply.sse()) })
