@@ -10,7 +10,10 @@ export * from './lib/constants.js'
 export * from './lib/errors.js'
 export { encodeComment, encodeMessage, type MessageData, type MessageOptions } from './lib/encode.js'
 export type { FastifyEventStreamOptions } from './lib/options.js'
-export { EventStream, type EventMap, type SendOptions } from './lib/stream.js'
+export { EventStream, type ConsumeOptions, type EventMap, type SendOptions } from './lib/stream.js'
+export type { JsonItem, MessageItem, Source, SourceItem } from './lib/source.js'
+export { EventStreamParser, type ParsedEvent } from './lib/parse.js'
+export { injectEventStream, type InjectedEventStream } from './lib/testing.js'
 
 /** The type of `stream.lastEventId` for a route: its header schema's `last-event-id`, else string. */
 export type LastEventIdOf<Headers> = 'last-event-id' extends keyof Headers ? Exclude<Headers['last-event-id'], undefined> : string

@@ -40,6 +40,13 @@ export function encodeMessage (data: MessageData, options?: MessageOptions): Buf
   throw new FST_SSE_INVALID_FIELD('data must be a string or a Uint8Array')
 }
 
+/** The data of a JSON event; throws for a payload JSON cannot represent (undefined, a function, a symbol). */
+export function jsonData (payload: unknown): string {
+  const json = JSON.stringify(payload)
+  if (json === undefined) throw new FST_SSE_INVALID_FIELD(`a JSON payload must be serialisable, got ${typeof payload}`)
+  return json
+}
+
 /** Encodes a comment, which clients ignore: `: <text>\n\n`. */
 export function encodeComment (text: string = ''): Buffer {
   if (typeof text !== 'string') throw new FST_SSE_INVALID_FIELD('comment must be a string')

@@ -11,3 +11,6 @@ export const FST_SSE_INVALID_STATUS = createError('FST_SSE_INVALID_STATUS', 'Inv
 
 /** A plugin option failed validation at registration. */
 export const FST_SSE_INVALID_OPTION = createError('FST_SSE_INVALID_OPTION', 'Invalid fastify-event-stream option %s: %s', 500, TypeError)
+
+/** stream.consume() was given something that is not an async iterable, an iterable or a Readable of items. */
+export const FST_SSE_INVALID_SOURCE = createError('FST_SSE_INVALID_SOURCE', 'Invalid event source: expected an async iterable, an iterable or a Readable of messages', 500, TypeError)

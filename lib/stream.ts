@@ -1,12 +1,21 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { CLOSE_GRACE_MS } from './constants.js'
-import { encodeComment, encodeMessage, type MessageData, type MessageOptions } from './encode.js'
+import { encodeComment, encodeMessage, jsonData, type MessageData, type MessageOptions } from './encode.js'
+import { FST_SSE_INVALID_OPTION } from './errors.js'
+import { encodeItem, iterate, stopSource, type Source, type SourceItem } from './source.js'
 
 /** Event names mapped to the type of their JSON payload, for `stream.send()`. */
 export type EventMap = Record<string, unknown>
 
 /** The options of a typed JSON event: its name comes from the event map. */
 export type SendOptions = Omit<MessageOptions, 'event'>
+
+export interface ConsumeOptions<Events extends EventMap = EventMap> {
+  /** Cut the client off when one write waits longer than this many ms for the socket. */
+  stallTimeout?: number
+  /** Called when the source throws: the item it returns (if any) is sent before the stream closes. */
+  onError?: (err: unknown) => SourceItem<Events> | undefined
+}
 
 /** What a stream needs of the raw response: the common part of http.ServerResponse and Http2ServerResponse. */
 export interface RawResponse {
@@ -38,6 +47,8 @@ interface Pending {
 const WRITTEN = Promise.resolve(true)
 const NOT_WRITTEN = Promise.resolve(false)
 const HEARTBEAT = encodeComment('')
+const ENDED = Symbol('ended')
+const noop = (): void => {}
 
 /** Package-internal: let the registry reach a stream without a public method. */
 export const kHeartbeat = Symbol('fastify-event-stream.heartbeat')
@@ -92,8 +103,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   /** Sends a typed event whose data is the JSON of the payload. */
   send<E extends keyof Events & string> (event: E, payload: Events[E], options?: SendOptions): Promise<boolean> {
-    const json = JSON.stringify(payload)
-    return this.message(json, { id: options?.id, retry: options?.retry, event })
+    return this.message(jsonData(payload), { id: options?.id, retry: options?.retry, event })
   }
 
   /** Sends a comment, which clients ignore (useful as a keep-alive). */
@@ -101,6 +111,67 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     const frame = encodeComment(text)
     this.#active = true
     return this.#enqueue(frame)
+  }
+
+  /**
+   * Sends every item of an async iterable, an iterable or a Node Readable, pulling the next one only once the
+   * previous one was handed to the socket. When the stream ends first, the source is stopped (`return()` on an
+   * iterator, `destroy()` on a Readable) so that its cleanup runs. A source error is logged, `onError`'s item is
+   * sent, and the stream closes. Resolves true when the source ran to its end; never rejects.
+   */
+  consume (source: Source<Events>, options: ConsumeOptions<Events> = {}): Promise<boolean> {
+    const { stallTimeout, onError } = options
+    if (stallTimeout !== undefined && !(Number.isInteger(stallTimeout) && stallTimeout > 0)) {
+      throw new FST_SSE_INVALID_OPTION('stallTimeout', `expected a positive integer of milliseconds, got ${String(stallTimeout)}`)
+    }
+    const iterator = iterate(source)
+    return this.#consume(source, iterator, stallTimeout, onError)
+  }
+
+  async #consume (source: unknown, iterator: AsyncIterator<unknown> | Iterator<unknown>, stallTimeout: number | undefined,
+    onError: ConsumeOptions<Events>['onError']): Promise<boolean> {
+    let done = false
+    let stopped!: () => void
+    const ended = new Promise<typeof ENDED>(resolve => { stopped = () => resolve(ENDED) })
+    this.signal.addEventListener('abort', stopped)
+    try {
+      while (!this.#ending) {
+        const next = Promise.resolve(iterator.next())
+        next.catch(noop) // its rejection is handled by the race below, or comes after the stream ended
+        const result = await Promise.race([next, ended])
+        if (result === ENDED) break
+        if (result.done === true) { done = true; break }
+        const write = this.#enqueue(encodeItem(result.value))
+        this.#active = true
+        if (write !== WRITTEN && !(await this.#settle(write, stallTimeout))) break
+      }
+    } catch (err) {
+      this.#failSource(err, onError)
+    } finally {
+      this.signal.removeEventListener('abort', stopped)
+      if (!done) stopSource(source, iterator, err => this.#settings.log.error({ err }, 'event stream source failed to stop'))
+    }
+    return done
+  }
+
+  /** Waits for a queued write; with a stall timeout, a client that takes nothing for that long is cut off. */
+  async #settle (write: Promise<boolean>, stallTimeout: number | undefined): Promise<boolean> {
+    if (stallTimeout === undefined) return await write
+    const timer = setTimeout(() => this.#cutOff('event stream client stalled: nothing written within stallTimeout, closing it', { stallTimeout }), stallTimeout)
+    const written = await write
+    clearTimeout(timer)
+    return written
+  }
+
+  #failSource (err: unknown, onError: ConsumeOptions<Events>['onError']): void {
+    this.#settings.log.error({ err }, 'event stream source failed; closing the stream')
+    try {
+      const item = onError?.(err)
+      if (item !== undefined) this.#enqueue(encodeItem(item))
+    } catch (failure) {
+      this.#settings.log.error({ err: failure }, 'event stream onError failed')
+    }
+    this.close()
   }
 
   /** Hands what is queued to the socket, then ends the response. Idempotent; resolves once the response closed. */
@@ -137,7 +208,8 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     const buffered = this.#queuedBytes + this.#res.writableLength
     // A frame always goes into an empty pipe; past that, the bound holds.
     if (buffered > 0 && buffered + frame.length > this.#settings.maxBufferedBytes) {
-      this.#cutOff(buffered + frame.length)
+      this.#cutOff('event stream client too slow: buffered bytes exceed maxBufferedBytes, closing it',
+        { bufferedBytes: buffered + frame.length, maxBufferedBytes: this.#settings.maxBufferedBytes })
       return NOT_WRITTEN
     }
     if (!this.#blocked) {
@@ -170,9 +242,8 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#finish()
   }
 
-  #cutOff (bytes: number): void {
-    const { log, maxBufferedBytes } = this.#settings
-    log.warn({ bufferedBytes: bytes, maxBufferedBytes }, 'event stream client too slow: buffered bytes exceed maxBufferedBytes, closing it')
+  #cutOff (message: string, details: Record<string, number>): void {
+    this.#settings.log.warn(details, message)
     this.#res.destroy()
     this.#finish()
   }

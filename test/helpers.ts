@@ -6,8 +6,9 @@ import type { Test } from 'tap'
 import fastifyEventStream, { type FastifyEventStreamOptions } from '../index.js'
 
 /** A Fastify app with the plugin registered, closed when the test ends. */
-export async function build (t: Test, options: FastifyEventStreamOptions = {}, serverOptions?: FastifyServerOptions): Promise<FastifyInstance> {
-  const app = Fastify(serverOptions)
+export async function build (t: Test, options: FastifyEventStreamOptions = {}, serverOptions: object = {}): Promise<FastifyInstance> {
+  // http2: true selects another overload of Fastify(); the tests use the instance the same way.
+  const app = Fastify(serverOptions as FastifyServerOptions)
   await app.register(fastifyEventStream, options)
   t.teardown(() => app.close())
   return app
@@ -66,6 +67,7 @@ export interface LogLine {
   level: number
   msg: string
   reqId?: string
+  err?: { message?: string }
   [key: string]: unknown
 }
 

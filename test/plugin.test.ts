@@ -155,6 +155,7 @@ t.test('typed JSON events: send(event, payload) writes the JSON under the event 
     const stream = reply.sse<{ tick: { n: number }, note: string }>()
     await stream.send('tick', { n: 1 }, { id: 1 })
     await stream.send('note', 'two\nlines', { retry: 10 })
+    t.throws(() => stream.send('note', undefined as unknown as string), { code: 'FST_SSE_INVALID_FIELD', message: /JSON payload/ })
     await stream.close()
   })
   t.equal((await app.inject('/')).body,
@@ -186,13 +187,14 @@ t.test('options are validated at registration with FST_SSE_INVALID_OPTION', asyn
   for (const [name, value] of bad) {
     const app = Fastify()
     app.register(fastifyEventStream, { [name]: value } as FastifyEventStreamOptions)
-    const err = await t.rejects(app.ready(), FST_SSE_INVALID_OPTION, `${name}: ${String(value)}`)
+    const err = await t.rejects(async () => { await app.ready() }, FST_SSE_INVALID_OPTION, `${name}: ${String(value)}`)
     t.match(err, { code: 'FST_SSE_INVALID_OPTION', message: new RegExp(name) })
     await app.close()
   }
   for (const options of [{ heartbeat: false as const }, { heartbeat: 1 }, { maxBufferedBytes: 1, retry: 0 }, {}]) {
     const app = Fastify()
-    await t.resolves(app.register(fastifyEventStream, options).ready(), JSON.stringify(options))
+    app.register(fastifyEventStream, options)
+    await t.resolves(async () => { await app.ready() }, JSON.stringify(options))
     await app.close()
   }
 })

@@ -1,7 +1,8 @@
 import Fastify, { type FastifyTypeProvider } from 'fastify'
 import { expect, test } from 'tstyche'
 import fastifyEventStream, {
-  EventStream, FST_SSE_INVALID_FIELD, encodeMessage, type EventMap, type LastEventIdOf, type MessageOptions
+  EventStream, FST_SSE_INVALID_FIELD, encodeMessage, injectEventStream, type EventMap, type LastEventIdOf, type MessageOptions,
+  type ParsedEvent
 } from '../index.js'
 
 const app = Fastify()
@@ -95,4 +96,34 @@ test('exports', () => {
   expect(new FST_SSE_INVALID_FIELD('x').code).type.toBe<'FST_SSE_INVALID_FIELD'>()
   expect(new FST_SSE_INVALID_FIELD('x')).type.toBeAssignableTo<Error>()
   expect<MessageOptions>().type.toBe<{ id?: string | number, event?: string, retry?: number }>()
+})
+
+test('consume() takes iterables of items, typed JSON items included', () => {
+  app.get('/', (_request, reply) => {
+    const stream = reply.sse<{ token: { text: string } }>()
+    async function * tokens (): AsyncGenerator<{ event: 'token', json: { text: string } }> {
+      yield { event: 'token', json: { text: 'hi' } }
+    }
+    expect(stream.consume(tokens())).type.toBe<Promise<boolean>>()
+    expect(stream.consume).type.toBeCallableWith(['a', new Uint8Array(1), { data: 'x', id: 1, event: 'e', retry: 5 }])
+    expect(stream.consume).type.toBeCallableWith(tokens(), { stallTimeout: 1000, onError: () => ({ event: 'token', json: { text: 'failed' } }) })
+    expect(stream.consume).type.not.toBeCallableWith([{ event: 'token', json: { text: 1 } }])
+    expect(stream.consume).type.not.toBeCallableWith([{ event: 'other', json: { text: 'x' } }])
+    expect(stream.consume).type.not.toBeCallableWith([42])
+    expect(stream.consume).type.not.toBeCallableWith('a string')
+    expect(stream.consume).type.not.toBeCallableWith(['x'], { stallTimeout: '1s' })
+  })
+})
+
+test('injectEventStream()', async () => {
+  const response = await injectEventStream(app, '/events')
+  expect(response.statusCode).type.toBe<number>()
+  expect(response.close()).type.toBe<Promise<void>>()
+  for await (const event of response) {
+    expect(event).type.toBe<ParsedEvent>()
+    expect(event.data).type.toBe<string>()
+    expect(event.id).type.toBe<string | undefined>()
+  }
+  expect(injectEventStream).type.toBeCallableWith(app, { url: '/events', headers: { 'last-event-id': '3' } })
+  expect(injectEventStream).type.not.toBeCallableWith('/events')
 })

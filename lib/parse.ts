@@ -1,0 +1,82 @@
+/** One event as an EventSource dispatches it. */
+export interface ParsedEvent {
+  /** The event type: the frame's `event` field, else `message`. */
+  type: string
+  data: string
+  /** The last event id, kept across events as EventSource keeps it. */
+  lastEventId: string
+  /** The id of this event's own frame, when it had one. */
+  id?: string
+  /** The reconnection time this frame set, when it set one. */
+  retry?: number
+}
+
+const LF = 10
+const CR = 13
+
+/**
+ * A streaming parser that follows the WHATWG "Parsing an event stream" rules: feed it text in chunks of any size,
+ * decoded as UTF-8 decode does (a TextDecoder, which also drops the stream's leading BOM), and it calls `onEvent`
+ * for each event a browser would dispatch (comments are ignored).
+ */
+export class EventStreamParser {
+  #buffer = ''
+  #skipLF = false
+  #data = ''
+  #type = ''
+  #lastEventId = ''
+  #id: string | undefined
+  #retry: number | undefined
+  readonly #onEvent: (event: ParsedEvent) => void
+
+  constructor (onEvent: (event: ParsedEvent) => void) {
+    this.#onEvent = onEvent
+  }
+
+  feed (chunk: string): void {
+    let text = chunk
+    // A CR at the end of the last chunk already ended its line: an LF right after it belongs to it.
+    if (this.#skipLF && text.charCodeAt(0) === LF) text = text.slice(1)
+    this.#skipLF = false
+    let start = 0
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i)
+      if (c !== LF && c !== CR) continue
+      this.#line(this.#buffer + text.slice(start, i))
+      this.#buffer = ''
+      if (c === CR) {
+        if (i + 1 === text.length) this.#skipLF = true
+        else if (text.charCodeAt(i + 1) === LF) i++
+      }
+      start = i + 1
+    }
+    this.#buffer += text.slice(start)
+  }
+
+  #line (line: string): void {
+    if (line === '') return this.#dispatch()
+    const colon = line.indexOf(':')
+    if (colon === 0) return
+    const field = colon === -1 ? line : line.slice(0, colon)
+    let value = colon === -1 ? '' : line.slice(colon + 1)
+    if (value.charCodeAt(0) === 32) value = value.slice(1)
+    if (field === 'data') this.#data += value + '\n'
+    else if (field === 'event') this.#type = value
+    else if (field === 'id' && !value.includes('\0')) this.#id = this.#lastEventId = value
+    else if (field === 'retry' && /^\d+$/.test(value)) this.#retry = Number(value)
+  }
+
+  #dispatch (): void {
+    const { id, retry } = { id: this.#id, retry: this.#retry }
+    this.#id = undefined
+    this.#retry = undefined
+    const type = this.#type
+    this.#type = ''
+    if (this.#data === '') return
+    const event: ParsedEvent = { type: type === '' ? 'message' : type, data: this.#data.slice(0, -1), lastEventId: this.#lastEventId }
+    this.#data = ''
+    if (id !== undefined) event.id = id
+    if (retry !== undefined) event.retry = retry
+    this.#onEvent(event)
+  }
+}
