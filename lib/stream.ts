@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { CLOSE_GRACE_MS } from './constants.js'
 import { encodeComment, encodeMessage, jsonData, type MessageData, type MessageOptions } from './encode.js'
-import { FST_SSE_INVALID_OPTION } from './errors.js'
+import { FST_SSE_INVALID_FIELD, FST_SSE_INVALID_OPTION } from './errors.js'
 import { encodeItem, iterate, stopSource, type Source, type SourceItem } from './source.js'
 
 /** Event names mapped to the type of their JSON payload, for `stream.send()`. */
@@ -20,6 +20,8 @@ export interface ConsumeOptions<Events extends EventMap = EventMap> {
 /** What a stream needs of the raw response: the common part of http.ServerResponse and Http2ServerResponse. */
 export interface RawResponse {
   write (chunk: Uint8Array): boolean
+  cork (): void
+  uncork (): void
   end (): unknown
   destroy (): unknown
   readonly writableLength: number
@@ -40,7 +42,7 @@ export interface StreamSettings {
 }
 
 interface Pending {
-  frame: Buffer
+  frame: Uint8Array
   resolve: (written: boolean) => void
 }
 
@@ -69,6 +71,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   #queue: Pending[] = []
   #queuedBytes = 0
   #blocked = false
+  #corked = false
   #ending = false
   #finished = false
   #active = false
@@ -104,6 +107,16 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   /** Sends a typed event whose data is the JSON of the payload. */
   send<E extends keyof Events & string> (event: E, payload: Events[E], options?: SendOptions): Promise<boolean> {
     return this.message(jsonData(payload), { id: options?.id, retry: options?.retry, event })
+  }
+
+  /**
+   * Sends a frame encoded once with encodeMessage() or encodeComment(): the way to send one event to many
+   * streams without encoding it for each. The bytes are sent as given.
+   */
+  write (frame: Uint8Array): Promise<boolean> {
+    if (!(frame instanceof Uint8Array)) throw new FST_SSE_INVALID_FIELD('write() takes a frame from encodeMessage()')
+    this.#active = true
+    return this.#enqueue(frame)
   }
 
   /** Sends a comment, which clients ignore (useful as a keep-alive). */
@@ -203,7 +216,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     else this.#enqueue(HEARTBEAT)
   }
 
-  #enqueue (frame: Buffer): Promise<boolean> {
+  #enqueue (frame: Uint8Array): Promise<boolean> {
     if (this.#ending) return NOT_WRITTEN
     const buffered = this.#queuedBytes + this.#res.writableLength
     // A frame always goes into an empty pipe; past that, the bound holds.
@@ -213,6 +226,12 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
       return NOT_WRITTEN
     }
     if (!this.#blocked) {
+      // Frames written in the same tick leave in one socket write.
+      if (!this.#corked) {
+        this.#corked = true
+        this.#res.cork()
+        process.nextTick(this.#uncork)
+      }
       this.#blocked = !this.#res.write(frame)
       return WRITTEN
     }
@@ -229,6 +248,12 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#queuedBytes = 0
     this.#blocked = !this.#res.write(frames)
     for (const pending of queue) pending.resolve(true)
+  }
+
+  readonly #uncork = (): void => {
+    this.#corked = false
+    // end() has uncorked already.
+    if (!this.#ending) this.#res.uncork()
   }
 
   readonly #onDrain = (): void => {

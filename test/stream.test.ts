@@ -1,5 +1,5 @@
 import t from 'tap'
-import type { EventStream } from '../index.js'
+import { encodeMessage, type EventStream } from '../index.js'
 import { build, captureLogs, get, listen, readAll, tick, until } from './helpers.js'
 
 const KiB = 1024
@@ -191,4 +191,40 @@ t.test('a response error ends the stream', async t => {
   await new Promise(resolve => response.once('close', resolve))
   t.equal(response.complete, false, 'the client saw the connection cut')
   await until(() => lines.some(line => line.msg === 'event stream response failed'), 'the debug line')
+})
+
+t.test('write(): one encoded frame goes to many streams as is; anything but bytes throws', async t => {
+  const app = await build(t)
+  const frame = encodeMessage('shared', { id: 1, event: 'news' })
+  app.get('/', async (_request, reply) => {
+    const stream = reply.sse()
+    t.throws(() => stream.write('text' as unknown as Uint8Array), { code: 'FST_SSE_INVALID_FIELD' })
+    t.equal(await stream.write(frame), true)
+    await stream.close()
+    t.equal(await stream.write(frame), false)
+  })
+  const bodies = await Promise.all([app.inject('/'), app.inject('/'), app.inject('/')])
+  t.same(bodies.map(response => response.body), Array(3).fill('id: 1\nevent: news\ndata: shared\n\n'))
+})
+
+t.test('frames written in the same tick leave the socket in one write', async t => {
+  const app = await build(t)
+  const calls = new Promise<{ writev: number, write: number, chunks: number }>(resolve => {
+    app.get('/', (_request, reply) => {
+      const stream = reply.sse()
+      const socket = reply.raw.socket as unknown as { _writev: (...args: any[]) => void, _write: (...args: any[]) => void }
+      const counts = { writev: 0, write: 0, chunks: 0 }
+      const { _writev: writev, _write: write } = socket
+      socket._writev = function (chunks: unknown[], ...rest: unknown[]) { counts.writev++; counts.chunks += chunks.length; return writev.call(this, chunks, ...rest) }
+      socket._write = function (...args: unknown[]) { counts.write++; return write.apply(this, args) }
+      for (let i = 0; i < 100; i++) stream.message(`event ${i}`)
+      setImmediate(() => { resolve({ ...counts }); stream.close() })
+    })
+  })
+  const response = await get(`${await listen(app)}/`)
+  const body = await readAll(response)
+  const { writev, write, chunks } = await calls
+  t.equal(body.split('\n\n').length - 1, 100)
+  t.equal(writev + write, 1, 'one socket write for the 100 frames')
+  t.ok(chunks >= 100, `${chunks} buffers in it`)
 })
