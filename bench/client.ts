@@ -1,0 +1,66 @@
+// The benchmark's client side: raw TCP sockets that count frame ends ("\n\n") and spot the end of a chunked body
+// ("0\r\n\r\n") without parsing anything, so that the client is never the bottleneck, and without trusting the
+// server to close the socket.
+import net from 'node:net'
+
+const LF = 10
+const END = Buffer.from('0\r\n\r\n')
+
+export class Counter {
+  frames = 0
+  headers = false
+  ended = false
+  #last = 0
+  #tail = Buffer.alloc(0)
+  onFrames: (() => void) | undefined
+
+  feed (chunk: Buffer): void {
+    let i = chunk.indexOf(LF)
+    if (!this.headers) {
+      const end = chunk.indexOf('\r\n\r\n')
+      if (end === -1) return
+      this.headers = true
+      i = chunk.indexOf(LF, end + 4)
+    }
+    let frames = 0
+    while (i !== -1) {
+      if ((i === 0 ? this.#last : chunk[i - 1]) === LF) frames++
+      i = chunk.indexOf(LF, i + 1)
+    }
+    this.#last = chunk[chunk.length - 1]
+    this.#tail = Buffer.concat([this.#tail, chunk.subarray(-5)]).subarray(-5)
+    if (this.#tail.equals(END)) this.ended = true
+    if (frames > 0) {
+      this.frames += frames
+      this.onFrames?.()
+    } else if (this.ended) this.onFrames?.()
+  }
+}
+
+/** A GET on a new connection; the counter sees every byte of the response. */
+export async function open (port: number, path: string): Promise<{ socket: net.Socket, counter: Counter }> {
+  const socket = net.connect(port, '127.0.0.1')
+  socket.setNoDelay(true)
+  const counter = new Counter()
+  socket.on('data', chunk => counter.feed(chunk))
+  socket.on('error', () => {})
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve)
+    socket.once('error', reject)
+  })
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`)
+  return { socket, counter }
+}
+
+/** Opens `count` connections, `concurrency` at a time. */
+export async function openMany (port: number, path: string, count: number, concurrency = 200): Promise<Array<{ socket: net.Socket, counter: Counter }>> {
+  const all: Array<{ socket: net.Socket, counter: Counter }> = []
+  let next = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < count) {
+      next++
+      all.push(await open(port, path))
+    }
+  }))
+  return all
+}

@@ -1,0 +1,167 @@
+// `npm run bench`: every implementation in its own server process on loopback, the same routes, rounds interleaved
+// (A B C … A B C …), medians, and the ratio of ours to each other one. Writes bench/RESULTS.md.
+//   BENCH_ROUNDS (default 3), BENCH_CLIENTS (default "1000,10000"), BENCH_BURST (default 100000)
+import { spawn } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import os from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { open, openMany } from './client.js'
+
+const IMPLS = ['ours', 'node:http', '@fastify/sse', 'fastify-sse-v2', 'better-sse']
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const CLIENTS = (process.env.BENCH_CLIENTS ?? '1000,10000').split(',').map(Number)
+const BURST = Number(process.env.BENCH_BURST ?? 100_000)
+const BROADCASTS = 20
+const SERVER = fileURLToPath(new URL('./server.js', import.meta.url))
+
+interface Server { port: number, stop: () => void }
+interface Stats { rss: number, heapUsed: number, cpu: number, subscribers: number }
+
+async function start (impl: string): Promise<Server> {
+  const child = spawn(process.execPath, ['--expose-gc', SERVER, impl], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const port = await new Promise<number>(resolve => child.stdout.once('data', data => resolve(Number(String(data).trim()))))
+  return { port, stop: () => child.kill() }
+}
+
+async function request (port: number, method: string, path: string): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, agent: false }, res => {
+      let body = ''
+      res.on('data', chunk => { body += chunk })
+      res.on('end', () => resolve(body))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+const stats = async (port: number): Promise<Stats> => JSON.parse(await request(port, 'GET', '/stats'))
+
+async function until (check: () => Promise<boolean> | boolean): Promise<void> {
+  while (!(await check())) await new Promise(resolve => setTimeout(resolve, 20))
+}
+
+/** One client, BURST events: events per second, and server CPU seconds per million events. */
+async function burst (server: Server): Promise<Record<string, number>> {
+  const before = await stats(server.port)
+  const started = performance.now()
+  const { socket, counter } = await open(server.port, `/burst?n=${BURST}`)
+  await new Promise<void>(resolve => { counter.onFrames = () => { if (counter.ended) resolve() } })
+  const seconds = (performance.now() - started) / 1000
+  socket.destroy()
+  if (counter.frames < BURST) throw new Error(`burst: ${counter.frames} of ${BURST} events`)
+  const after = await stats(server.port)
+  return { eventsPerSecond: BURST / seconds, cpuPerMillion: (after.cpu - before.cpu) / BURST * 1e6 }
+}
+
+/** `clients` subscribers, BROADCASTS events to all: deliveries per second, p50/p99 send-to-last-receipt, CPU. */
+async function fanout (server: Server, clients: number): Promise<Record<string, number>> {
+  const sockets = await openMany(server.port, '/subscribe', clients)
+  await until(async () => (await stats(server.port)).subscribers === clients && sockets.every(s => s.counter.headers))
+  await new Promise(resolve => setTimeout(resolve, 100))
+  const base = sockets.map(s => s.counter.frames)
+  const before = await stats(server.port)
+  const latencies: number[] = []
+  const started = performance.now()
+  for (let round = 1; round <= BROADCASTS; round++) {
+    let reached = 0
+    const all = new Promise<void>(resolve => {
+      sockets.forEach((s, i) => {
+        s.counter.onFrames = () => {
+          if (s.counter.frames - base[i] !== round) return
+          if (++reached === clients) resolve()
+        }
+      })
+    })
+    const sent = performance.now()
+    await request(server.port, 'POST', `/broadcast?seq=${round}`)
+    await all
+    latencies.push(performance.now() - sent)
+  }
+  const seconds = (performance.now() - started) / 1000
+  const after = await stats(server.port)
+  for (const s of sockets) s.socket.destroy()
+  await until(async () => (await stats(server.port)).subscribers === 0)
+  latencies.sort((a, b) => a - b)
+  return {
+    deliveriesPerSecond: clients * BROADCASTS / seconds,
+    p50: latencies[Math.floor(latencies.length * 0.5)],
+    p99: latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))],
+    cpuPerMillion: (after.cpu - before.cpu) / (clients * BROADCASTS) * 1e6
+  }
+}
+
+/** A fresh server, `clients` idle streams: memory per stream and connections per second. */
+async function idle (impl: string, clients: number): Promise<Record<string, number>> {
+  const server = await start(impl)
+  try {
+    const before = await stats(server.port)
+    const started = performance.now()
+    const sockets = await openMany(server.port, '/subscribe', clients)
+    await until(async () => (await stats(server.port)).subscribers === clients)
+    const seconds = (performance.now() - started) / 1000
+    const after = await stats(server.port)
+    for (const s of sockets) s.socket.destroy()
+    return {
+      rssPerStream: (after.rss - before.rss) / clients,
+      heapPerStream: (after.heapUsed - before.heapUsed) / clients,
+      connectsPerSecond: clients / seconds
+    }
+  } finally {
+    server.stop()
+  }
+}
+
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
+
+const results = new Map<string, Map<string, number[]>>()
+function record (scenario: string, impl: string, metrics: Record<string, number>): void {
+  for (const [metric, value] of Object.entries(metrics)) {
+    const key = `${scenario} ${metric}`
+    if (!results.has(key)) results.set(key, new Map())
+    const row = results.get(key) as Map<string, number[]>
+    row.set(impl, [...(row.get(impl) ?? []), value])
+  }
+}
+
+const servers = new Map<string, Server>()
+for (const impl of IMPLS) servers.set(impl, await start(impl))
+for (let round = 1; round <= ROUNDS; round++) {
+  for (const impl of IMPLS) {
+    const server = servers.get(impl) as Server
+    process.stderr.write(`round ${round} ${impl}\n`)
+    record('burst', impl, await burst(server))
+    for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
+    record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))
+  }
+}
+for (const server of servers.values()) server.stop()
+
+const LOWER_IS_BETTER = /p50|p99|cpu|PerStream/
+const fmt = (value: number): string => value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(2)
+const lines = [`| scenario / metric | ${IMPLS.join(' | ')} | ${IMPLS.slice(1).map(impl => `ours vs ${impl}`).join(' | ')} |`,
+  `|---|${IMPLS.map(() => '---:').join('|')}|${IMPLS.slice(1).map(() => '---:').join('|')}|`]
+for (const [key, row] of results) {
+  const medians = IMPLS.map(impl => median(row.get(impl) ?? [NaN]))
+  const lower = LOWER_IS_BETTER.test(key)
+  // Ratios read "how many times better ours is": above 1 means ours leads, whatever the metric's direction.
+  const ratios = medians.slice(1).map(other => lower ? other / medians[0] : medians[0] / other)
+  lines.push(`| ${key} (${lower ? 'lower' : 'higher'} is better) | ${medians.map(fmt).join(' | ')} | ${ratios.map(r => `${r.toFixed(2)}×`).join(' | ')} |`)
+}
+const table = lines.join('\n')
+console.log(table)
+const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
+await writeFile(new URL('../../bench/RESULTS.md', import.meta.url), `# Benchmark results
+
+Machine: ${machine}. Node ${process.version}. Date: ${new Date().toISOString().slice(0, 10)}.
+Command: \`npm run bench\` (BENCH_ROUNDS=${ROUNDS}, clients ${CLIENTS.join(' and ')}, burst ${BURST} events, ${BROADCASTS} broadcasts per fan-out).
+
+Each implementation runs in its own server process on loopback with the same routes (\`bench/server.ts\`); rounds are
+interleaved and each cell is the median of ${ROUNDS}. Ratios read "how many times better ours is" (above 1× ours
+leads), for every metric whatever its direction. Units: events or deliveries per second; p50/p99 in ms from sending
+a broadcast to its receipt by the last client; CPU in server user+system seconds per million events or deliveries;
+memory in bytes per open stream (RSS and heap after a GC); connects per second until every stream is open.
+
+${table}
+`)

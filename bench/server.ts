@@ -1,0 +1,180 @@
+// One benchmark server: `node dist/bench/server.js <implementation>`. Every implementation serves the same routes:
+//   GET  /burst?n=N     N events of about 50 bytes with ids, respecting backpressure, then the end of the body
+//   GET  /subscribe     an open stream that joins the broadcast set
+//   POST /broadcast?seq one event to every subscriber
+//   GET  /stats         memory, CPU and subscriber count (after a GC when run with --expose-gc)
+// It prints its port on stdout once listening.
+import { once } from 'node:events'
+import http from 'node:http'
+import Fastify, { type FastifyInstance } from 'fastify'
+import fastifyEventStream, { encodeMessage, type EventStream } from '../index.js'
+
+// Peers are loaded by a name TypeScript does not resolve: @fastify/sse declares its own reply.sse.
+const load = async (name: string): Promise<any> => await import(name)
+
+export const PAYLOAD = 'x'.repeat(36)
+const frame = (id: number): string => `id: ${id}\ndata: ${PAYLOAD}\n\n`
+
+interface Impl {
+  burst: (request: http.IncomingMessage, response: http.ServerResponse, n: number, reply?: any) => Promise<void>
+  subscribe: (request: http.IncomingMessage, response: http.ServerResponse, reply?: any) => Promise<void> | void
+  broadcast: (seq: number) => void
+  subscribers: () => number
+}
+
+function stats (subscribers: number): object {
+  globalThis.gc?.()
+  const { rss, heapUsed } = process.memoryUsage()
+  const { user, system } = process.cpuUsage()
+  return { rss, heapUsed, cpu: (user + system) / 1e6, subscribers }
+}
+
+/** Plain node:http writing pre-encoded frames: the floor this stack can reach. */
+async function nodeHttp (): Promise<http.Server> {
+  const subscribers = new Set<http.ServerResponse>()
+  let frames: Buffer[] = []
+  const head = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' }
+  return http.createServer(async (request, response) => {
+    const url = new URL(request.url ?? '/', 'http://x')
+    if (url.pathname === '/burst') {
+      const n = Number(url.searchParams.get('n'))
+      if (frames.length !== n) frames = Array.from({ length: n }, (_, i) => Buffer.from(frame(i)))
+      response.writeHead(200, head)
+      for (const buffer of frames) if (!response.write(buffer)) await once(response, 'drain')
+      response.end()
+    } else if (url.pathname === '/subscribe') {
+      response.writeHead(200, head)
+      response.flushHeaders()
+      subscribers.add(response)
+      response.on('close', () => subscribers.delete(response))
+    } else if (url.pathname === '/broadcast') {
+      const shared = Buffer.from(frame(Number(url.searchParams.get('seq'))))
+      for (const subscriber of subscribers) subscriber.write(shared)
+      response.end('{}')
+    } else {
+      response.end(JSON.stringify(stats(subscribers.size)))
+    }
+  })
+}
+
+async function ours (app: FastifyInstance): Promise<Impl> {
+  await app.register(fastifyEventStream, { heartbeat: false })
+  const streams = new Set<EventStream>()
+  return {
+    async burst (_request, _response, n, reply) {
+      const stream: EventStream = reply.sse()
+      for (let i = 0; i < n; i++) await stream.message(PAYLOAD, { id: i })
+      await stream.close()
+    },
+    subscribe (_request, _response, reply) {
+      const stream: EventStream = reply.sse()
+      streams.add(stream)
+      stream.signal.addEventListener('abort', () => streams.delete(stream))
+    },
+    broadcast (seq) {
+      const encoded = encodeMessage(PAYLOAD, { id: seq })
+      for (const stream of streams) stream.write(encoded)
+    },
+    subscribers: () => streams.size
+  }
+}
+
+async function fastifySse (app: FastifyInstance): Promise<Impl> {
+  const { default: plugin } = await load('@fastify/sse')
+  await app.register(plugin, { heartbeatInterval: 0 })
+  const replies = new Set<any>()
+  return {
+    async burst (_request, _response, n, reply) {
+      for (let i = 0; i < n; i++) await reply.sse.send({ id: String(i), data: PAYLOAD })
+    },
+    subscribe (_request, _response, reply) {
+      reply.sse.keepAlive()
+      replies.add(reply)
+      reply.sse.onClose(() => replies.delete(reply))
+      // @fastify/sse writes the head but leaves it unsent until the first event: flush it, as ours does.
+      reply.sse.sendHeaders()
+      reply.raw.flushHeaders()
+    },
+    broadcast (seq) {
+      for (const reply of replies) reply.sse.send({ id: String(seq), data: PAYLOAD }).catch(() => {})
+    },
+    subscribers: () => replies.size
+  }
+}
+
+async function fastifySseV2 (app: FastifyInstance): Promise<Impl> {
+  const { FastifySSEPlugin } = await load('fastify-sse-v2')
+  await app.register(FastifySSEPlugin)
+  const replies = new Set<any>()
+  return {
+    async burst (_request, _response, n, reply) {
+      reply.sse((async function * () {
+        for (let i = 0; i < n; i++) yield { id: String(i), data: PAYLOAD }
+      })())
+      await once(reply.raw, 'close')
+    },
+    subscribe (request, _response, reply) {
+      reply.sse({ retry: 3000 })
+      replies.add(reply)
+      request.on('close', () => replies.delete(reply))
+    },
+    broadcast (seq) {
+      for (const reply of replies) reply.sse({ id: String(seq), data: PAYLOAD })
+    },
+    subscribers: () => replies.size
+  }
+}
+
+async function betterSse (_app: FastifyInstance): Promise<Impl> {
+  const { createSession, createChannel } = await load('better-sse')
+  const channel = createChannel()
+  return {
+    async burst (request, response, n) {
+      const session = await createSession(request, response, { keepAlive: null, retry: null })
+      for (let i = 0; i < n; i++) {
+        session.push(PAYLOAD, 'message', String(i))
+        if (response.writableNeedDrain) await once(response, 'drain')
+      }
+      response.end()
+    },
+    async subscribe (request, response) {
+      const session = await createSession(request, response, { keepAlive: null, retry: null })
+      channel.register(session)
+    },
+    broadcast (seq) {
+      channel.broadcast(PAYLOAD, 'message', { eventId: String(seq) })
+    },
+    subscribers: () => channel.sessionCount
+  }
+}
+
+async function fastifyServer (name: string): Promise<http.Server> {
+  const app = Fastify()
+  const impl = await ({ ours, '@fastify/sse': fastifySse, 'fastify-sse-v2': fastifySseV2, 'better-sse': betterSse } as
+    Record<string, (app: FastifyInstance) => Promise<Impl>>)[name](app)
+  const raw = name === 'better-sse'
+  // @fastify/sse serves a route as SSE only when the route says so.
+  const options = (name === '@fastify/sse' ? { sse: 'only' } : {}) as object
+  app.get<{ Querystring: { n: string } }>('/burst', options, async (request, reply) => {
+    if (raw) reply.hijack()
+    await impl.burst(request.raw, reply.raw, Number(request.query.n), reply)
+  })
+  app.get('/subscribe', options, async (request, reply) => {
+    if (raw) reply.hijack()
+    await impl.subscribe(request.raw, reply.raw, reply)
+  })
+  app.post<{ Querystring: { seq: string } }>('/broadcast', async request => {
+    impl.broadcast(Number(request.query.seq))
+    return {}
+  })
+  app.get('/stats', async () => stats(impl.subscribers()))
+  await app.ready()
+  return app.server
+}
+
+const name = process.argv[2]
+const server = name === 'node:http' ? await nodeHttp() : await fastifyServer(name)
+server.listen(0, '127.0.0.1', () => {
+  const address = server.address() as { port: number }
+  process.stdout.write(`${address.port}\n`)
+})
