@@ -34,8 +34,17 @@ export function encodeFields (options: MessageOptions | undefined): string {
 
 /** Encodes one event as a single frame: fields in wire order, one `data:` line per line of data. */
 export function encodeMessage (data: MessageData, options?: MessageOptions): Buffer {
+  const frame = messageFrame(data, options)
+  return typeof frame === 'string' ? Buffer.from(frame) : frame
+}
+
+/**
+ * The frame of one event: text for string data (a stream batches text frames and encodes them to UTF-8 once per
+ * socket write), bytes for byte data.
+ */
+export function messageFrame (data: MessageData, options?: MessageOptions): string | Buffer {
   const head = encodeFields(options)
-  if (typeof data === 'string') return Buffer.from(head + dataLines(data) + '\n')
+  if (typeof data === 'string') return head + dataLines(data) + '\n'
   if (data instanceof Uint8Array) return encodeBytes(head, data)
   throw new FST_SSE_INVALID_FIELD('data must be a string or a Uint8Array')
 }

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { CLOSE_GRACE_MS } from './constants.js'
-import { encodeComment, encodeMessage, jsonData, type MessageData, type MessageOptions } from './encode.js'
+import { encodeComment, jsonData, messageFrame, type MessageData, type MessageOptions } from './encode.js'
 import { FST_SSE_INVALID_FIELD, FST_SSE_INVALID_OPTION } from './errors.js'
 import { encodeItem, iterate, stopSource, type Source, type SourceItem } from './source.js'
 
@@ -20,8 +20,6 @@ export interface ConsumeOptions<Events extends EventMap = EventMap> {
 /** What a stream needs of the raw response: the common part of http.ServerResponse and Http2ServerResponse. */
 export interface RawResponse {
   write (chunk: Uint8Array): boolean
-  cork (): void
-  uncork (): void
   end (): unknown
   destroy (): unknown
   readonly writableLength: number
@@ -41,8 +39,11 @@ export interface StreamSettings {
   owner: StreamOwner
 }
 
+/** A frame as text (encoded to UTF-8 with the rest of its batch) or as bytes. */
+type Frame = string | Uint8Array
+
 interface Pending {
-  frame: Uint8Array
+  frame: Frame
   resolve: (written: boolean) => void
 }
 
@@ -50,7 +51,16 @@ const WRITTEN = Promise.resolve(true)
 const NOT_WRITTEN = Promise.resolve(false)
 const HEARTBEAT = encodeComment('')
 const ENDED = Symbol('ended')
+/** A batch is written as soon as it holds this much, without waiting for the end of the tick. */
+const BATCH_SIZE = 16 * 1024
 const noop = (): void => {}
+
+/** One buffer for a batch of frames: text frames are encoded together, in one pass. */
+function join (frames: Frame[]): Uint8Array {
+  if (frames.length === 1) return typeof frames[0] === 'string' ? Buffer.from(frames[0]) : frames[0]
+  if (frames.every(frame => typeof frame === 'string')) return Buffer.from(frames.join(''))
+  return Buffer.concat(frames.map(frame => typeof frame === 'string' ? Buffer.from(frame) : frame))
+}
 
 /** Package-internal: let the registry reach a stream without a public method. */
 export const kHeartbeat = Symbol('fastify-event-stream.heartbeat')
@@ -71,7 +81,8 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   #queue: Pending[] = []
   #queuedBytes = 0
   #blocked = false
-  #corked = false
+  #batch: Frame[] = []
+  #batchSize = 0
   #ending = false
   #finished = false
   #active = false
@@ -99,7 +110,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   /** Sends one event. Throws FST_SSE_INVALID_FIELD (and writes nothing) on an invalid field. */
   message (data: MessageData, options?: MessageOptions): Promise<boolean> {
-    const frame = encodeMessage(data, options)
+    const frame = messageFrame(data, options)
     this.#active = true
     return this.#enqueue(frame)
   }
@@ -191,6 +202,9 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   close (): Promise<void> {
     if (!this.#ending) {
       this.#beginEnd()
+      // At most one of the two holds frames: the batch fills only while the socket takes writes, the queue only
+      // while it does not.
+      this.#flushBatch()
       this.#flushQueue()
       this.#res.end()
       // A client that stopped reading must not hold close() or fastify.close() open.
@@ -216,9 +230,10 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     else this.#enqueue(HEARTBEAT)
   }
 
-  #enqueue (frame: Uint8Array): Promise<boolean> {
+  #enqueue (frame: Frame): Promise<boolean> {
     if (this.#ending) return NOT_WRITTEN
-    const buffered = this.#queuedBytes + this.#res.writableLength
+    // Text frames count their length: the bytes differ only beyond ASCII, and only within one batch.
+    const buffered = this.#queuedBytes + this.#batchSize + this.#res.writableLength
     // A frame always goes into an empty pipe; past that, the bound holds.
     if (buffered > 0 && buffered + frame.length > this.#settings.maxBufferedBytes) {
       this.#cutOff('event stream client too slow: buffered bytes exceed maxBufferedBytes, closing it',
@@ -226,34 +241,33 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
       return NOT_WRITTEN
     }
     if (!this.#blocked) {
-      // Frames written in the same tick leave in one socket write.
-      if (!this.#corked) {
-        this.#corked = true
-        this.#res.cork()
-        process.nextTick(this.#uncork)
-      }
-      this.#blocked = !this.#res.write(frame)
+      // Frames written in the same tick leave in one socket write, as one chunk.
+      if (this.#batch.length === 0) process.nextTick(this.#flushBatch)
+      this.#batch.push(frame)
+      this.#batchSize += frame.length
+      if (this.#batchSize >= BATCH_SIZE) this.#flushBatch()
       return WRITTEN
     }
     this.#queuedBytes += frame.length
     return new Promise(resolve => { this.#queue.push({ frame, resolve }) })
   }
 
+  readonly #flushBatch = (): void => {
+    const batch = this.#batch
+    if (batch.length === 0) return
+    this.#batch = []
+    this.#batchSize = 0
+    this.#blocked = !this.#res.write(join(batch))
+  }
+
   /** Writes every queued frame in one socket write and resolves their promises. */
   #flushQueue (): void {
     const queue = this.#queue
     if (queue.length === 0) return
-    const frames = queue.length === 1 ? queue[0].frame : Buffer.concat(queue.map(p => p.frame), this.#queuedBytes)
     this.#queue = []
     this.#queuedBytes = 0
-    this.#blocked = !this.#res.write(frames)
+    this.#blocked = !this.#res.write(join(queue.map(pending => pending.frame)))
     for (const pending of queue) pending.resolve(true)
-  }
-
-  readonly #uncork = (): void => {
-    this.#corked = false
-    // end() has uncorked already.
-    if (!this.#ending) this.#res.uncork()
   }
 
   readonly #onDrain = (): void => {
@@ -285,6 +299,8 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#finished = true
     if (!this.#ending) this.#beginEnd()
     clearTimeout(this.#graceTimer)
+    this.#batch = []
+    this.#batchSize = 0
     const queue = this.#queue
     this.#queue = []
     this.#queuedBytes = 0

@@ -226,5 +226,18 @@ t.test('frames written in the same tick leave the socket in one write', async t 
   const { writev, write, chunks } = await calls
   t.equal(body.split('\n\n').length - 1, 100)
   t.equal(writev + write, 1, 'one socket write for the 100 frames')
-  t.ok(chunks >= 100, `${chunks} buffers in it`)
+  t.ok(chunks <= 4, `as one HTTP chunk (${chunks} buffers: size, CRLF, frames, CRLF)`)
+})
+
+t.test('text and byte frames written in one tick keep their order', async t => {
+  const app = await build(t)
+  app.get('/', async (_request, reply) => {
+    const stream = reply.sse()
+    stream.message('text one')
+    stream.write(encodeMessage('bytes'))
+    stream.message(new TextEncoder().encode('byte data'))
+    stream.comment('é')
+    await stream.close()
+  })
+  t.equal((await app.inject('/')).body, 'data: text one\n\ndata: bytes\n\ndata: byte data\n\n: é\n\n')
 })
