@@ -172,6 +172,9 @@ async function fastifyServer (name: string): Promise<http.Server> {
   return app.server
 }
 
+// A clean exit on SIGTERM, so that `node --cpu-prof` writes its profile.
+process.on('SIGTERM', () => process.exit(0))
+
 const name = process.argv[2]
 const server = name === 'node:http' ? await nodeHttp() : await fastifyServer(name)
 server.listen(0, '127.0.0.1', () => {

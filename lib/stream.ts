@@ -48,6 +48,7 @@ interface Pending {
 }
 
 const WRITTEN = Promise.resolve(true)
+const DONE = Promise.resolve()
 const NOT_WRITTEN = Promise.resolve(false)
 const HEARTBEAT = encodeComment('')
 const ENDED = Symbol('ended')
@@ -65,6 +66,11 @@ function join (frames: Frame[]): Uint8Array {
 /** Package-internal: let the registry reach a stream without a public method. */
 export const kHeartbeat = Symbol('fastify-event-stream.heartbeat')
 export const kShutdown = Symbol('fastify-event-stream.shutdown')
+const kDrain = Symbol('fastify-event-stream.drain')
+const kError = Symbol('fastify-event-stream.error')
+const kFinish = Symbol('fastify-event-stream.finish')
+const kFlush = Symbol('fastify-event-stream.flush')
+const kResponseStream = Symbol('fastify-event-stream.response-stream')
 
 /**
  * One open Server-Sent Events response. Frames go out in call order through a FIFO queue that waits while the
@@ -75,9 +81,9 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   readonly lastEventId: LastEventId | undefined
   readonly #res: RawResponse
   readonly #settings: StreamSettings
-  readonly #controller = new AbortController()
-  readonly #done: Promise<void>
-  #resolveDone!: () => void
+  #controller: AbortController | undefined
+  #done: Promise<void> | undefined
+  #resolveDone: (() => void) | undefined
   #queue: Pending[] = []
   #queuedBytes = 0
   #blocked = false
@@ -92,14 +98,20 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#res = res
     this.#settings = settings
     this.lastEventId = lastEventId
-    this.#done = new Promise(resolve => { this.#resolveDone = resolve })
-    res.on('drain', this.#onDrain)
-    res.on('close', this.#finish)
-    res.on('error', this.#onError)
+    // Shared listeners that find the stream through the response: no closures per stream.
+    ;(res as OwnedResponse)[kResponseStream] = this
+    res.on('drain', onDrain)
+    res.on('close', onClose)
+    res.on('error', onError)
   }
 
   /** Aborts when the stream ends, whatever the reason. */
   get signal (): AbortSignal {
+    // Made on first use: an AbortController is a good part of an idle stream's memory.
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController()
+      if (this.#ending) this.#controller.abort()
+    }
     return this.#controller.signal
   }
 
@@ -204,12 +216,13 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
       this.#beginEnd()
       // At most one of the two holds frames: the batch fills only while the socket takes writes, the queue only
       // while it does not.
-      this.#flushBatch()
+      this[kFlush]()
       this.#flushQueue()
       this.#res.end()
       // A client that stopped reading must not hold close() or fastify.close() open.
       this.#graceTimer = setTimeout(() => this.#res.destroy(), CLOSE_GRACE_MS).unref()
     }
+    this.#done ??= this.#finished ? DONE : new Promise(resolve => { this.#resolveDone = resolve })
     return this.#done
   }
 
@@ -242,17 +255,17 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     }
     if (!this.#blocked) {
       // Frames written in the same tick leave in one socket write, as one chunk.
-      if (this.#batch.length === 0) process.nextTick(this.#flushBatch)
+      if (this.#batch.length === 0) process.nextTick(flushBatch, this)
       this.#batch.push(frame)
       this.#batchSize += frame.length
-      if (this.#batchSize >= BATCH_SIZE) this.#flushBatch()
+      if (this.#batchSize >= BATCH_SIZE) this[kFlush]()
       return WRITTEN
     }
     this.#queuedBytes += frame.length
     return new Promise(resolve => { this.#queue.push({ frame, resolve }) })
   }
 
-  readonly #flushBatch = (): void => {
+  [kFlush] (): void {
     const batch = this.#batch
     if (batch.length === 0) return
     this.#batch = []
@@ -270,31 +283,31 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     for (const pending of queue) pending.resolve(true)
   }
 
-  readonly #onDrain = (): void => {
+  [kDrain] (): void {
     this.#blocked = false
     this.#flushQueue()
   }
 
-  readonly #onError = (err: Error): void => {
+  [kError] (err: Error): void {
     this.#settings.log.debug({ err }, 'event stream response failed')
     this.#res.destroy()
-    this.#finish()
+    this[kFinish]()
   }
 
   #cutOff (message: string, details: Record<string, number>): void {
     this.#settings.log.warn(details, message)
     this.#res.destroy()
-    this.#finish()
+    this[kFinish]()
   }
 
   #beginEnd (): void {
     this.#ending = true
     this.#settings.owner.delete(this)
-    this.#controller.abort()
+    this.#controller?.abort()
   }
 
   /** The response is gone (ended, client left, cut off): settle everything and leave every registry. */
-  readonly #finish = (): void => {
+  [kFinish] (): void {
     if (this.#finished) return
     this.#finished = true
     if (!this.#ending) this.#beginEnd()
@@ -305,6 +318,13 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#queue = []
     this.#queuedBytes = 0
     for (const pending of queue) pending.resolve(false)
-    this.#resolveDone()
+    this.#resolveDone?.()
   }
 }
+
+type OwnedResponse = RawResponse & { [kResponseStream]: EventStream<any, any> }
+
+function onDrain (this: OwnedResponse): void { this[kResponseStream][kDrain]() }
+function onClose (this: OwnedResponse): void { this[kResponseStream][kFinish]() }
+function onError (this: OwnedResponse, err: Error): void { this[kResponseStream][kError](err) }
+function flushBatch (stream: EventStream<any, any>): void { stream[kFlush]() }
