@@ -245,7 +245,9 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   #enqueue (frame: Frame): Promise<boolean> {
     if (this.#ending) return NOT_WRITTEN
-    // Text frames count their length: the bytes differ only beyond ASCII, and only within one batch.
+    // While the socket is full, frames wait as bytes, so that the bound counts bytes. In a batch, text waits as text
+    // for the rest of the tick at most, counted by its length.
+    if (this.#blocked && typeof frame === 'string') frame = Buffer.from(frame)
     const buffered = this.#queuedBytes + this.#batchSize + this.#res.writableLength
     // A frame always goes into an empty pipe; past that, the bound holds.
     if (buffered > 0 && buffered + frame.length > this.#settings.maxBufferedBytes) {

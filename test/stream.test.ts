@@ -241,3 +241,21 @@ t.test('text and byte frames written in one tick keep their order', async t => {
   })
   t.equal((await app.inject('/')).body, 'data: text one\n\ndata: bytes\n\ndata: byte data\n\n: é\n\n')
 })
+
+t.test('the bound counts bytes, not characters, for text waiting behind a full socket', async t => {
+  const maxBufferedBytes = 1024 * KiB
+  const app = await build(t, { maxBufferedBytes })
+  const outcome = new Promise<{ written: boolean, closed: boolean }>(resolve => {
+    app.get('/', async (_request, reply) => {
+      const stream = reply.sse()
+      await fillSocket(stream)
+      // 400,000 characters, under the bound; 1,200,000 bytes of UTF-8, over it.
+      const written = await stream.message('漢'.repeat(400_000))
+      resolve({ written, closed: stream.closed })
+    })
+  })
+  const response = await get(`${await listen(app)}/`)
+  response.pause()
+  t.same(await outcome, { written: false, closed: true })
+  response.destroy()
+})
