@@ -3,7 +3,7 @@ import http from 'node:http'
 import { once } from 'node:events'
 import { Writable } from 'node:stream'
 import type { Test } from 'tap'
-import fastifyEventStream, { type FastifyEventStreamOptions } from '../index.js'
+import fastifyEventStream, { type EventStream, type FastifyEventStreamOptions } from '../index.js'
 
 /** A Fastify app with the plugin registered, closed when the test ends. */
 export async function build (t: Test, options: FastifyEventStreamOptions = {}, serverOptions: object = {}): Promise<FastifyInstance> {
@@ -112,4 +112,21 @@ export function trackIntervals (t: Test): { delays: unknown[], live: () => numbe
   }) as typeof clearInterval
   t.teardown(() => Object.assign(globalThis, { setInterval: set, clearInterval: clear }))
   return { delays, live: () => live.size }
+}
+
+/** True when the promise has not settled after pending I/O ran: the write is waiting for the socket. */
+export async function isPending (promise: Promise<unknown>): Promise<boolean> {
+  let settled = false
+  promise.then(() => { settled = true }, () => { settled = true })
+  await tick()
+  return !settled
+}
+
+/** Writes 64 KiB events to a client that does not read until one of them has to wait; returns that one. */
+export async function fillSocket (stream: EventStream): Promise<{ waiting: Promise<boolean>, sent: number }> {
+  const chunk = 'x'.repeat(64 * 1024)
+  for (let sent = 1; ; sent++) {
+    const write = stream.message(chunk, { id: sent })
+    if (await isPending(write)) return { waiting: write, sent }
+  }
 }

@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import http2 from 'node:http2'
 import t from 'tap'
 import type { EventStream } from '../index.js'
-import { build, captureLogs, get, listen, readAll, readUntil, trackIntervals, until } from './helpers.js'
+import { build, captureLogs, fillSocket, get, listen, readAll, readUntil, trackIntervals, until } from './helpers.js'
 
 t.test('headers reach the client at once, before any event', async t => {
   const app = await build(t)
@@ -61,10 +61,7 @@ t.test('fastify.close() does not wait for a client that stopped reading', async 
   const app = await build(t, { maxBufferedBytes: 64 * 1024 * 1024 })
   const full = new Promise<void>(resolve => {
     app.get('/', async (_request, reply) => {
-      const stream = reply.sse()
-      const chunk = 'z'.repeat(64 * 1024)
-      // Fill the socket: stop once a write has to wait.
-      while (await Promise.race([stream.message(chunk), new Promise(resolve => setTimeout(resolve, 20, 'waiting'))]) !== 'waiting');
+      await fillSocket(reply.sse())
       resolve()
     })
   })

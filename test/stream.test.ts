@@ -1,25 +1,8 @@
 import t from 'tap'
 import { encodeMessage, type EventStream } from '../index.js'
-import { build, captureLogs, get, listen, readAll, tick, until } from './helpers.js'
+import { build, captureLogs, fillSocket, get, isPending, listen, readAll, tick, until } from './helpers.js'
 
 const KiB = 1024
-
-/** True when the promise has not settled after pending I/O ran: the write is waiting for the socket. */
-async function isPending (promise: Promise<unknown>): Promise<boolean> {
-  let settled = false
-  promise.then(() => { settled = true }, () => { settled = true })
-  await tick()
-  return !settled
-}
-
-/** Writes 64 KiB events to a client that does not read until one of them has to wait; returns that one. */
-async function fillSocket (stream: EventStream): Promise<{ waiting: Promise<boolean>, sent: number }> {
-  const chunk = 'x'.repeat(64 * KiB)
-  for (let sent = 1; ; sent++) {
-    const write = stream.message(chunk, { id: sent })
-    if (await isPending(write)) return { waiting: write, sent }
-  }
-}
 
 t.test('FIFO: frames never interleave, whatever mix of awaited and unawaited callers', async t => {
   const app = await build(t)
