@@ -67,7 +67,8 @@ export class EventStreamParser {
   }
 
   #dispatch (): void {
-    const { id, retry } = { id: this.#id, retry: this.#retry }
+    const id = this.#id
+    const retry = this.#retry
     this.#id = undefined
     this.#retry = undefined
     const type = this.#type

@@ -1,4 +1,4 @@
-import { encodeMessage, jsonData, type MessageData, type MessageOptions } from './encode.js'
+import { jsonData, messageFrame, type MessageData, type MessageOptions } from './encode.js'
 import { FST_SSE_INVALID_FIELD, FST_SSE_INVALID_SOURCE } from './errors.js'
 
 /** An event given with its data. */
@@ -19,18 +19,17 @@ export type Source<Events = Record<string, unknown>> = AsyncIterable<SourceItem<
 
 interface Destroyable {
   destroy: () => unknown
-  destroyed?: boolean
 }
 
 /** Encodes one item as a frame; throws FST_SSE_INVALID_FIELD for an item of no known shape or an invalid field. */
-export function encodeItem (item: unknown): Buffer {
-  if (typeof item === 'string' || item instanceof Uint8Array) return encodeMessage(item)
+export function encodeItem (item: unknown): string | Buffer {
+  if (typeof item === 'string' || item instanceof Uint8Array) return messageFrame(item)
   if (typeof item === 'object' && item !== null) {
     if ('json' in item) {
       const { json, event, id, retry } = item as JsonItem<Record<string, unknown>>
-      return encodeMessage(jsonData(json), { event, id, retry })
+      return messageFrame(jsonData(json), { event, id, retry })
     }
-    if ('data' in item) return encodeMessage((item as MessageItem).data, item as MessageItem)
+    if ('data' in item) return messageFrame((item as MessageItem).data, item as MessageItem)
   }
   throw new FST_SSE_INVALID_FIELD('a source item must be a string, a Uint8Array, or an object with data or json')
 }

@@ -122,9 +122,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   /** Sends one event. Throws FST_SSE_INVALID_FIELD (and writes nothing) on an invalid field. */
   message (data: MessageData, options?: MessageOptions): Promise<boolean> {
-    const frame = messageFrame(data, options)
-    this.#active = true
-    return this.#enqueue(frame)
+    return this.#enqueue(messageFrame(data, options))
   }
 
   /** Sends a typed event whose data is the JSON of the payload. */
@@ -138,15 +136,12 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
    */
   write (frame: Uint8Array): Promise<boolean> {
     if (!(frame instanceof Uint8Array)) throw new FST_SSE_INVALID_FIELD('write() takes a frame from encodeMessage()')
-    this.#active = true
     return this.#enqueue(frame)
   }
 
   /** Sends a comment, which clients ignore (useful as a keep-alive). */
   comment (text: string = ''): Promise<boolean> {
-    const frame = encodeComment(text)
-    this.#active = true
-    return this.#enqueue(frame)
+    return this.#enqueue(encodeComment(text))
   }
 
   /**
@@ -178,7 +173,6 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
         if (result === ENDED) break
         if (result.done === true) { done = true; break }
         const write = this.#enqueue(encodeItem(result.value))
-        this.#active = true
         if (write !== WRITTEN && !(await this.#settle(write, stallTimeout))) break
       }
     } catch (err) {
@@ -239,12 +233,14 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   /** Called once per heartbeat interval: a stream that wrote nothing since the last tick gets a comment. */
   [kHeartbeat] (): void {
-    if (this.#active) this.#active = false
-    else this.#enqueue(HEARTBEAT)
+    // The heartbeat itself does not count as activity: an idle stream gets one every interval.
+    if (!this.#active) this.#enqueue(HEARTBEAT)
+    this.#active = false
   }
 
   #enqueue (frame: Frame): Promise<boolean> {
     if (this.#ending) return NOT_WRITTEN
+    this.#active = true
     // While the socket is full, frames wait as bytes, so that the bound counts bytes. In a batch, text waits as text
     // for the rest of the tick at most, counted by its length.
     if (this.#blocked && typeof frame === 'string') frame = Buffer.from(frame)
