@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { ResolveFastifyRequestType } from 'fastify/types/type-provider.js'
+import { EventHub } from './lib/hub.js'
 import { openEventStream } from './lib/open.js'
 import { resolveOptions, type FastifyEventStreamOptions } from './lib/options.js'
 import { StreamRegistry } from './lib/registry.js'
@@ -8,8 +9,10 @@ import type { EventMap, EventStream } from './lib/stream.js'
 
 export * from './lib/constants.js'
 export * from './lib/errors.js'
-export { encodeComment, encodeMessage, type MessageData, type MessageOptions } from './lib/encode.js'
-export type { FastifyEventStreamOptions } from './lib/options.js'
+export { encodeComment, encodeMessage, type EncodedMessage, type MessageData, type MessageOptions } from './lib/encode.js'
+export type { FastifyEventStreamOptions, HubOptions } from './lib/options.js'
+export { EventHub, type HubStats, type PublishOptions, type SubscribeOptions } from './lib/hub.js'
+export { MemoryStore, type EventStore, type MemoryStoreOptions, type NewEvent, type Replay, type StoredEvent, type StoreListener } from './lib/store.js'
 export { EventStream, type ConsumeOptions, type EventMap, type SendOptions } from './lib/stream.js'
 export type { JsonItem, MessageItem, Source, SourceItem } from './lib/source.js'
 export { EventStreamParser, type ParsedEvent } from './lib/parse.js'
@@ -22,6 +25,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** How many event streams are open on this instance right now. */
     readonly openEventStreams: number
+    /** Topics, broadcast encoded once, and replay from Last-Event-ID. */
+    readonly eventHub: EventHub
   }
 
   // The merged declaration must repeat every type parameter of FastifyReply, used or not.
@@ -41,9 +46,12 @@ type StreamReply = FastifyReply & { [kStream]: EventStream<any, any> | null }
 type Handler = (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => unknown
 
 const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, options) => {
-  const { heartbeat, maxBufferedBytes, retry } = resolveOptions(options)
-  const registry = new StreamRegistry(heartbeat)
+  const { heartbeat, maxBufferedBytes, retry, hub: hubOptions } = resolveOptions(options)
+  // A stream that ends, for whatever reason, leaves the registry and with it the hub's topics.
+  const registry = new StreamRegistry(heartbeat, stream => hub.unsubscribe(stream))
+  const hub = new EventHub({ ...hubOptions, log: fastify.log, counters: registry })
   fastify.decorate('openEventStreams', { getter: () => registry.size })
+  fastify.decorate('eventHub', hub)
   fastify.decorateReply(kStream, null)
   fastify.decorateReply('sse', function sse (this: FastifyReply, status?: number) {
     const stream = openEventStream(this, status, { maxBufferedBytes, retry, registry })
@@ -53,6 +61,7 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
   fastify.addHook('onRoute', (route: RouteOptions) => { route.handler = guard(route.handler as Handler) })
   // preClose runs before the server stops accepting: streams end first, so fastify.close() never waits on them.
   fastify.addHook('preClose', () => registry.closeAll())
+  fastify.addHook('onClose', () => hub.close())
 }
 
 /** A handler that throws after reply.sse() ends its stream (and logs) instead of leaving it open. */

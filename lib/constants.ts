@@ -24,3 +24,8 @@ export const DEFAULT_MAX_BUFFERED_BYTES = 1024 * 1024
  * so that neither close() nor fastify.close() waits on a client that stopped reading.
  */
 export const CLOSE_GRACE_MS = 2_000
+
+/** The event type of the in-band message that tells a client its Last-Event-ID cannot be resumed from. */
+export const RESYNC_EVENT = 'resync'
+export const DEFAULT_HISTORY_SIZE = 1000
+export const DEFAULT_HISTORY_AGE_MS = 5 * 60_000

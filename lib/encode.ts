@@ -12,6 +12,13 @@ export interface MessageOptions {
 
 export type MessageData = string | Uint8Array
 
+declare const encoded: unique symbol
+/**
+ * One frame encoded by encodeMessage() or encodeComment(): the bytes `stream.write()` sends as they are, to as many
+ * streams as you like. Only these functions make one, so a frame written raw is always a valid frame.
+ */
+export type EncodedMessage = Buffer & { readonly [encoded]: true }
+
 const LF = 0x0a
 const CR = 0x0d
 const DATA_PREFIX = 'data: '
@@ -33,9 +40,9 @@ export function encodeFields (options: MessageOptions | undefined): string {
 }
 
 /** Encodes one event as a single frame: fields in wire order, one `data:` line per line of data. */
-export function encodeMessage (data: MessageData, options?: MessageOptions): Buffer {
+export function encodeMessage (data: MessageData, options?: MessageOptions): EncodedMessage {
   const frame = messageFrame(data, options)
-  return typeof frame === 'string' ? Buffer.from(frame) : frame
+  return (typeof frame === 'string' ? Buffer.from(frame) : frame) as EncodedMessage
 }
 
 /**
@@ -57,9 +64,17 @@ export function jsonData (payload: unknown): string {
 }
 
 /** Encodes a comment, which clients ignore: `: <text>\n\n`. */
-export function encodeComment (text: string = ''): Buffer {
+export function encodeComment (text: string = ''): EncodedMessage {
   if (typeof text !== 'string') throw new FST_SSE_INVALID_FIELD('comment must be a string')
-  return Buffer.from(': ' + checkLine('comment', text) + '\n\n')
+  return Buffer.from(': ' + checkLine('comment', text) + '\n\n') as EncodedMessage
+}
+
+/**
+ * A frame with an id and nothing else: a client sets its last event id from it (and sends it back as
+ * Last-Event-ID) without dispatching an event.
+ */
+export function encodeId (id: string): EncodedMessage {
+  return Buffer.from('id: ' + checkId(id) + '\n\n') as EncodedMessage
 }
 
 /** A frame that carries only a reconnection hint; clients dispatch no event for it. */

@@ -14,3 +14,15 @@ export const FST_SSE_INVALID_OPTION = createError('FST_SSE_INVALID_OPTION', 'Inv
 
 /** stream.consume() was given something that is not an async iterable, an iterable or a Readable of items. */
 export const FST_SSE_INVALID_SOURCE = createError('FST_SSE_INVALID_SOURCE', 'Invalid event source: expected an async iterable, an iterable or a Readable of messages', 500, TypeError)
+
+/** A hub topic that is not a non-empty string, or subscribe() given no topics. */
+export const FST_SSE_INVALID_TOPIC = createError('FST_SSE_INVALID_TOPIC', 'Invalid event hub topic: %s', 500, TypeError)
+
+/** A publisher's id that the hub cannot use as a position: it looks like a store-assigned id, or is already in the history. */
+export const FST_SSE_INVALID_ID = createError('FST_SSE_INVALID_ID', 'Invalid event hub id: %s', 500, TypeError)
+
+/** hub.subscribe() for a stream that is already subscribed. */
+export const FST_SSE_ALREADY_SUBSCRIBED = createError('FST_SSE_ALREADY_SUBSCRIBED', 'This event stream is already subscribed to the hub', 500)
+
+/** A publish after the hub (and its store) closed with the Fastify instance. */
+export const FST_SSE_HUB_CLOSED = createError('FST_SSE_HUB_CLOSED', 'The event hub is closed', 500)

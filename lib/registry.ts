@@ -7,10 +7,18 @@ import { kHeartbeat, kShutdown, type EventStream, type StreamOwner } from './str
 export class StreamRegistry implements StreamOwner {
   readonly #streams = new Set<EventStream<any, any>>()
   readonly #heartbeat: number | false
+  readonly #onDelete: (stream: EventStream<any, any>) => void
   #timer: NodeJS.Timeout | undefined
+  #cutOff = 0
 
-  constructor (heartbeat: number | false) {
+  constructor (heartbeat: number | false, onDelete: (stream: EventStream<any, any>) => void) {
     this.#heartbeat = heartbeat
+    this.#onDelete = onDelete
+  }
+
+  /** How many streams were cut off because their client was too slow. */
+  get cutOff (): number {
+    return this.#cutOff
   }
 
   get size (): number {
@@ -27,6 +35,11 @@ export class StreamRegistry implements StreamOwner {
   delete (stream: EventStream<any, any>): void {
     this.#streams.delete(stream)
     if (this.#streams.size === 0) this.#stopTimer()
+    this.#onDelete(stream)
+  }
+
+  slow (): void {
+    this.#cutOff++
   }
 
   /** Ends every open stream; resolves once all of them closed. */

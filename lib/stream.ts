@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { CLOSE_GRACE_MS } from './constants.js'
-import { encodeComment, jsonData, messageFrame, type MessageData, type MessageOptions } from './encode.js'
+import { encodeComment, jsonData, messageFrame, type EncodedMessage, type MessageData, type MessageOptions } from './encode.js'
 import { FST_SSE_INVALID_FIELD, FST_SSE_INVALID_OPTION } from './errors.js'
 import { encodeItem, iterate, stopSource, type Source, type SourceItem } from './source.js'
 
@@ -31,6 +31,8 @@ export interface RawResponse {
 /** Where a stream reports that it ended, so that it leaves every registry. */
 export interface StreamOwner {
   delete (stream: EventStream<any, any>): void
+  /** The stream is being cut off because its client is too slow. */
+  slow (stream: EventStream<any, any>): void
 }
 
 export interface StreamSettings {
@@ -66,6 +68,7 @@ function join (frames: Frame[]): Uint8Array {
 /** Package-internal: let the registry reach a stream without a public method. */
 export const kHeartbeat = Symbol('fastify-event-stream.heartbeat')
 export const kShutdown = Symbol('fastify-event-stream.shutdown')
+export const kCutOff = Symbol('fastify-event-stream.cut-off')
 const kDrain = Symbol('fastify-event-stream.drain')
 const kError = Symbol('fastify-event-stream.error')
 const kFinish = Symbol('fastify-event-stream.finish')
@@ -134,7 +137,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
    * Sends a frame encoded once with encodeMessage() or encodeComment(): the way to send one event to many
    * streams without encoding it for each. The bytes are sent as given.
    */
-  write (frame: Uint8Array): Promise<boolean> {
+  write (frame: EncodedMessage): Promise<boolean> {
     if (!(frame instanceof Uint8Array)) throw new FST_SSE_INVALID_FIELD('write() takes a frame from encodeMessage()')
     return this.#enqueue(frame)
   }
@@ -292,8 +295,14 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this[kFinish]()
   }
 
+  /** Ends the stream of a client that is too slow: logged as a warning, counted, the socket destroyed. */
+  [kCutOff] (message: string, details: Record<string, number>): void {
+    this.#cutOff(message, details)
+  }
+
   #cutOff (message: string, details: Record<string, number>): void {
     this.#settings.log.warn(details, message)
+    this.#settings.owner.slow(this)
     this.#res.destroy()
     this[kFinish]()
   }

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { encodeMessage, type EventStream } from '../index.js'
+import { encodeMessage, type EncodedMessage, type EventStream } from '../index.js'
 import { build, captureLogs, fillSocket, get, isPending, listen, readAll, tick, until } from './helpers.js'
 
 const KiB = 1024
@@ -181,7 +181,7 @@ t.test('write(): one encoded frame goes to many streams as is; anything but byte
   const frame = encodeMessage('shared', { id: 1, event: 'news' })
   app.get('/', async (_request, reply) => {
     const stream = reply.sse()
-    t.throws(() => stream.write('text' as unknown as Uint8Array), { code: 'FST_SSE_INVALID_FIELD' })
+    t.throws(() => stream.write('text' as unknown as EncodedMessage), { code: 'FST_SSE_INVALID_FIELD' })
     t.equal(await stream.write(frame), true)
     await stream.close()
     t.equal(await stream.write(frame), false)

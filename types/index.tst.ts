@@ -1,8 +1,8 @@
 import Fastify, { type FastifyTypeProvider } from 'fastify'
 import { expect, test } from 'tstyche'
 import fastifyEventStream, {
-  EventStream, FST_SSE_INVALID_FIELD, encodeMessage, injectEventStream, type EventMap, type LastEventIdOf, type MessageOptions,
-  type ParsedEvent
+  EventHub, EventStream, FST_SSE_INVALID_FIELD, MemoryStore, encodeComment, encodeMessage, injectEventStream, type EncodedMessage,
+  type EventMap, type EventStore, type HubStats, type LastEventIdOf, type MessageOptions, type ParsedEvent, type StoredEvent
 } from '../index.js'
 
 const app = Fastify()
@@ -91,7 +91,9 @@ test('lastEventId follows a type provider\'s header schema', () => {
 test('exports', () => {
   expect<LastEventIdOf<unknown>>().type.toBe<string>()
   expect<LastEventIdOf<{ 'last-event-id'?: 'a' | 'b' }>>().type.toBe<'a' | 'b'>()
-  expect(encodeMessage('x', { id: 1 })).type.toBe<Buffer>()
+  expect(encodeMessage('x', { id: 1 })).type.toBe<EncodedMessage>()
+  expect(encodeComment('x')).type.toBe<EncodedMessage>()
+  expect<EncodedMessage>().type.toBeAssignableTo<Buffer>()
   expect(encodeMessage).type.not.toBeCallableWith('x', { id: null })
   expect(new FST_SSE_INVALID_FIELD('x').code).type.toBe<'FST_SSE_INVALID_FIELD'>()
   expect(new FST_SSE_INVALID_FIELD('x')).type.toBeAssignableTo<Error>()
@@ -126,4 +128,42 @@ test('injectEventStream()', async () => {
   }
   expect(injectEventStream).type.toBeCallableWith(app, { url: '/events', headers: { 'last-event-id': '3' } })
   expect(injectEventStream).type.not.toBeCallableWith('/events')
+})
+
+test('stream.write() takes only frames made by the encoders', () => {
+  app.get('/', (_request, reply) => {
+    const stream = reply.sse()
+    expect(stream.write(encodeMessage('x'))).type.toBe<Promise<boolean>>()
+    expect(stream.write).type.toBeCallableWith(encodeComment('ping'))
+    expect(stream.write).type.not.toBeCallableWith(Buffer.from('data: x\n\n'))
+    expect(stream.write).type.not.toBeCallableWith('data: x\n\n')
+  })
+})
+
+test('the hub', () => {
+  expect(app.eventHub).type.toBe<EventHub>()
+  expect(app.eventHub.publish('topic', 'text', { event: 'e', id: 'own-1' })).type.toBe<Promise<string>>()
+  expect(app.eventHub.publish).type.not.toBeCallableWith('topic', new Uint8Array(1))
+  expect(app.eventHub.publish).type.not.toBeCallableWith('topic', 'x', { id: 1 })
+  expect(app.eventHub.publish).type.not.toBeCallableWith('topic', 'x', { retry: 1 })
+  expect(app.eventHub.stats()).type.toBe<HubStats>()
+  app.get('/', (_request, reply) => {
+    const stream = reply.sse()
+    expect(app.eventHub.subscribe(stream, ['a', 'b'], { lastEventId: 3 })).type.toBe<Promise<boolean>>()
+    expect(app.eventHub.subscribe).type.toBeCallableWith(stream, 'a')
+    expect(app.eventHub.subscribe).type.not.toBeCallableWith(stream, [1])
+    expect(app.eventHub.unsubscribe(stream)).type.toBe<boolean>()
+  })
+  const typed = app.eventHub as EventHub<{ chat: { text: string } }>
+  expect(typed.send('room', 'chat', { text: 'hi' })).type.toBe<Promise<string>>()
+  expect(typed.send).type.not.toBeCallableWith('room', 'chat', { text: 1 })
+  expect(typed.send).type.not.toBeCallableWith('room', 'other', { text: 'hi' })
+})
+
+test('stores', () => {
+  expect(new MemoryStore({ historySize: 10, historyAge: 60_000 })).type.toBeAssignableTo<EventStore>()
+  expect(MemoryStore).type.not.toBeConstructableWith({ historySize: '10' })
+  expect(app.register).type.toBeCallableWith(fastifyEventStream, { hub: { store: new MemoryStore(), resyncEvent: 'reload' } })
+  expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { hub: { store: {} } })
+  expect<StoredEvent>().type.toBe<{ readonly topic: string, readonly seq: number, readonly id: string, readonly event?: string, readonly data: string }>()
 })

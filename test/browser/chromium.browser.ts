@@ -39,6 +39,10 @@ t.test('Chromium sees exactly what was sent', async t => {
     { type: 'message', data: 'two', lastEventId: 'r2' },
     { type: 'message', data: 'resumed after r2', lastEventId: 'r3' }
   ], 'after the server closed, Chromium reconnected with Last-Event-ID and stream.lastEventId read it')
+  t.same(await collectInPage(page, `${base}/resume?topic=chromium`, []), [
+    { type: 'message', data: 'missed 1', lastEventId: 'chromium-1' },
+    { type: 'message', data: 'missed 2', lastEventId: 'chromium-2' }
+  ], 'an id-only frame set the Last-Event-ID Chromium resumed from')
   const retry = 400
   const events = await collectInPage(page, `${base}/retry?token=chromium&ms=${retry}`, ['waited'])
   const waited = events[events.length - 1]

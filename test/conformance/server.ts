@@ -1,5 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify'
-import fastifyEventStream from '../../index.js'
+import fastifyEventStream, { type EncodedMessage } from '../../index.js'
 import { cases } from './cases.js'
 
 /**
@@ -50,6 +50,25 @@ export async function conformanceServer (): Promise<FastifyInstance> {
     stream.message(String(Date.now() - closed), { event: 'waited' })
     stream.message('', { event: 'done' })
     await stream.close()
+  })
+  // The hub's position frame: a new subscriber gets an id-only frame, which dispatches no event but sets the id the
+  // client sends back as Last-Event-ID; after the server closes, it gets what was published while it was away.
+  const shortRetry = Buffer.from('retry: 50\n\n') as EncodedMessage
+  const resumed = new Set<string>()
+  app.get<{ Querystring: { topic: string } }>('/resume', async (request, reply) => {
+    const stream = reply.sse()
+    const { topic } = request.query
+    if (!resumed.has(topic)) {
+      resumed.add(topic)
+      stream.write(shortRetry)
+      await app.eventHub.subscribe(stream, topic)
+      await stream.close()
+      await app.eventHub.publish(topic, 'missed 1', { id: `${topic}-1` })
+      await app.eventHub.publish(topic, 'missed 2', { id: `${topic}-2` })
+      return
+    }
+    await app.eventHub.subscribe(stream, topic)
+    await app.eventHub.publish(topic, '', { event: 'done', id: `${topic}-done` })
   })
   return app
 }

@@ -1,0 +1,264 @@
+import type { FastifyBaseLogger } from 'fastify'
+import { encodeFields, encodeId, encodeMessage, jsonData, type EncodedMessage } from './encode.js'
+import { FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_TOPIC } from './errors.js'
+import { isPositionId, type EventStore, type NewEvent, type Replay, type StoredEvent } from './store.js'
+import { kCutOff, type EventMap, type EventStream } from './stream.js'
+
+export interface PublishOptions {
+  /** The event type; clients dispatch the event under it. */
+  event?: string
+  /** Your own id for the event (unique in the history, not a decimal integer); by default the hub assigns one. */
+  id?: string
+}
+
+export interface SubscribeOptions {
+  /** Where to resume from; by default the stream's Last-Event-ID header. */
+  lastEventId?: string | number
+}
+
+/** Counters for operators; a snapshot. */
+export interface HubStats {
+  /** Event streams open on the instance, subscribed or not. */
+  openStreams: number
+  /** Subscribed streams per topic (topics with no subscriber are not listed). */
+  subscribers: Record<string, number>
+  /** Events published through this hub. */
+  published: number
+  /** Frames handed to subscribers' write queues, replayed or live. */
+  delivered: number
+  /** Streams cut off because their client was too slow (on this instance, subscribed or not). */
+  cutOff: number
+}
+
+export interface HubSettings {
+  store: EventStore
+  log: FastifyBaseLogger
+  resyncEvent: string
+  /** How many live events may wait for one subscriber while its replay is written, before it is cut off. */
+  maxPending: number
+  counters: { readonly size: number, readonly cutOff: number }
+}
+
+interface Subscription {
+  readonly stream: EventStream<any, any>
+  readonly topics: readonly string[]
+  /** The newest position written to the stream: live events at or below it were replayed already. */
+  position: number
+  /** False while the replay is written: live events wait in `pending` meanwhile. */
+  live: boolean
+  pending: StoredEvent[]
+}
+
+interface Topic {
+  readonly subscribers: Set<Subscription>
+  /** The store's delivery to this topic: resolves to the function that stops it. */
+  listening: Promise<() => Promise<void>>
+}
+
+/**
+ * Publish to topics, subscribe streams to them. Each event is validated and encoded once, and the same bytes go to
+ * every subscriber's write queue; a subscriber that brings a Last-Event-ID first gets what it missed, in order,
+ * then live events, with no gap and no duplicate.
+ */
+export class EventHub<Events extends EventMap = EventMap> {
+  readonly #settings: HubSettings
+  readonly #topics = new Map<string, Topic>()
+  readonly #subscriptions = new Map<EventStream<any, any>, Subscription>()
+  /** Each stored event is encoded once, for every live subscriber and every replay that includes it. */
+  readonly #frames = new WeakMap<StoredEvent, EncodedMessage>()
+  #published = 0
+  #delivered = 0
+  #closed = false
+
+  constructor (settings: HubSettings) {
+    this.#settings = settings
+  }
+
+  /**
+   * Publishes an event to a topic; resolves with its id once the store kept it (the subscribers have it by then).
+   * Throws FST_SSE_INVALID_TOPIC, FST_SSE_INVALID_FIELD or FST_SSE_INVALID_ID for bad input, before anything is kept.
+   */
+  publish (topic: string, data: string, options: PublishOptions = {}): Promise<string> {
+    checkTopic(topic)
+    if (typeof data !== 'string') throw new FST_SSE_INVALID_FIELD('hub data must be a string')
+    const { event, id } = options
+    if (id !== undefined && typeof id !== 'string') throw new FST_SSE_INVALID_FIELD('a hub id must be a string')
+    encodeFields({ id, event })
+    if (id !== undefined && (id === '' || isPositionId(id))) {
+      throw new FST_SSE_INVALID_ID(`${JSON.stringify(id)}: a publisher's id must not be empty or a decimal integer (the store assigns those)`)
+    }
+    return this.#append(topic, event === undefined || event === '' ? { data, id } : { data, event, id })
+  }
+
+  /** Publishes a typed JSON event: data is JSON.stringify(payload). */
+  send<E extends keyof Events & string> (topic: string, event: E, payload: Events[E], options: Omit<PublishOptions, 'event'> = {}): Promise<string> {
+    return this.publish(topic, jsonData(payload), { id: options.id, event })
+  }
+
+  /**
+   * Subscribes a stream to topics. With a last event id (the option, else the stream's Last-Event-ID header) the
+   * stream first gets every later event of its topics, or a resync event when that id cannot be resumed from;
+   * without one, a frame that carries the current position, so that a reconnect resumes from here. Resolves true
+   * once the stream is live, false when it ended first. The stream leaves its topics when it ends, for any reason.
+   */
+  subscribe (stream: EventStream<any, any>, topics: string | readonly string[], options: SubscribeOptions = {}): Promise<boolean> {
+    const names = checkTopics(topics)
+    if (this.#subscriptions.has(stream)) throw new FST_SSE_ALREADY_SUBSCRIBED()
+    if (this.#closed) throw new FST_SSE_HUB_CLOSED()
+    if (stream.closed) return Promise.resolve(false)
+    const resumeFrom = options.lastEventId ?? stream.lastEventId
+    const subscription: Subscription = { stream, topics: names, position: 0, live: false, pending: [] }
+    this.#subscriptions.set(stream, subscription)
+    const listening = names.map(name => this.#join(name, subscription))
+    return this.#start(subscription, listening, resumeFrom === undefined ? undefined : String(resumeFrom))
+  }
+
+  /** Takes a stream out of its topics (it stays open). False when it was not subscribed. */
+  unsubscribe (stream: EventStream<any, any>): boolean {
+    const subscription = this.#subscriptions.get(stream)
+    if (subscription === undefined) return false
+    this.#subscriptions.delete(stream)
+    for (const name of subscription.topics) this.#leave(name, subscription)
+    return true
+  }
+
+  stats (): HubStats {
+    const subscribers: Record<string, number> = Object.create(null)
+    for (const [name, topic] of this.#topics) subscribers[name] = topic.subscribers.size
+    const { size, cutOff } = this.#settings.counters
+    return { openStreams: size, subscribers, published: this.#published, delivered: this.#delivered, cutOff }
+  }
+
+  /** Closes the store. Streams were closed before (in preClose), which took them out of their topics. */
+  async close (): Promise<void> {
+    this.#closed = true
+    await this.#settings.store.close()
+  }
+
+  async #append (topic: string, event: NewEvent): Promise<string> {
+    if (this.#closed) throw new FST_SSE_HUB_CLOSED()
+    const stored = await this.#settings.store.append(topic, event)
+    this.#published++
+    return stored.id
+  }
+
+  async #start (subscription: Subscription, listening: Array<Promise<unknown>>, lastEventId: string | undefined): Promise<boolean> {
+    let replay: Replay
+    try {
+      // Listening first, then reading: an event appended in between is in both, and the position check drops the copy.
+      await Promise.all(listening)
+      replay = await this.#settings.store.readAfter(subscription.topics, lastEventId)
+    } catch (err) {
+      if (!this.#isCurrent(subscription)) return false
+      this.#settings.log.error({ err }, 'event hub store failed to subscribe a stream; closing it')
+      subscription.stream.close()
+      return false
+    }
+    if (!this.#isCurrent(subscription)) return false
+    if (replay.events === null) {
+      subscription.stream.write(this.#resyncFrame(lastEventId, subscription.topics, replay.head))
+    } else if (lastEventId === undefined) {
+      subscription.stream.write(encodeId(String(replay.head)))
+    } else if (!(await this.#replay(subscription, replay.events))) {
+      return false
+    }
+    subscription.position = replay.head
+    return this.#goLive(subscription)
+  }
+
+  /** Writes the replay, waiting whenever the socket is full, so that a long replay never crosses the buffer bound. */
+  async #replay (subscription: Subscription, events: StoredEvent[]): Promise<boolean> {
+    for (const event of events) {
+      if (!this.#isCurrent(subscription)) return false
+      const written = subscription.stream.write(this.#frame(event))
+      this.#delivered++
+      if (!(await written)) return false
+    }
+    return this.#isCurrent(subscription)
+  }
+
+  #goLive (subscription: Subscription): boolean {
+    const pending = subscription.pending
+    subscription.pending = []
+    subscription.live = true
+    for (const event of pending) this.#deliver(subscription, event, this.#frame(event))
+    return this.#isCurrent(subscription)
+  }
+
+  #dispatch (subscribers: Set<Subscription>, event: StoredEvent): void {
+    const frame = this.#frame(event)
+    for (const subscription of subscribers) {
+      if (subscription.live) {
+        this.#deliver(subscription, event, frame)
+      } else if (subscription.pending.push(event) > this.#settings.maxPending) {
+        subscription.stream[kCutOff]('event stream client too slow: live events piled up behind its replay, closing it',
+          { pendingEvents: subscription.pending.length, maxPending: this.#settings.maxPending })
+      }
+    }
+  }
+
+  #deliver (subscription: Subscription, event: StoredEvent, frame: EncodedMessage): void {
+    if (event.seq <= subscription.position) return
+    subscription.position = event.seq
+    subscription.stream.write(frame)
+    this.#delivered++
+  }
+
+  #frame (event: StoredEvent): EncodedMessage {
+    let frame = this.#frames.get(event)
+    if (frame === undefined) {
+      frame = encodeMessage(event.data, { id: event.id, event: event.event })
+      this.#frames.set(event, frame)
+    }
+    return frame
+  }
+
+  #resyncFrame (lastEventId: string | undefined, topics: readonly string[], head: number): EncodedMessage {
+    return encodeMessage(JSON.stringify({ lastEventId, topics }), { id: String(head), event: this.#settings.resyncEvent })
+  }
+
+  #join (name: string, subscription: Subscription): Promise<unknown> {
+    let topic = this.#topics.get(name)
+    if (topic === undefined) {
+      const subscribers = new Set<Subscription>()
+      const listening = this.#settings.store.listen(name, event => this.#dispatch(subscribers, event))
+      const created: Topic = { subscribers, listening }
+      // A topic whose listening failed is forgotten, so that the next subscriber tries again.
+      listening.catch(() => { if (this.#topics.get(name) === created) this.#topics.delete(name) })
+      this.#topics.set(name, created)
+      topic = created
+    }
+    topic.subscribers.add(subscription)
+    return topic.listening
+  }
+
+  /** The last subscriber out stops the store's delivery: a topic nobody reads costs nothing here. */
+  #leave (name: string, subscription: Subscription): void {
+    const topic = this.#topics.get(name)
+    if (topic === undefined || !topic.subscribers.delete(subscription) || topic.subscribers.size > 0) return
+    this.#topics.delete(name)
+    // A failed listening was reported to its subscribers already; only a failure to stop is logged here.
+    topic.listening.then(stop => stop(), noop).catch((err: unknown) => {
+      this.#settings.log.error({ err }, 'event hub store failed to stop listening to a topic')
+    })
+  }
+
+  #isCurrent (subscription: Subscription): boolean {
+    return this.#subscriptions.get(subscription.stream) === subscription
+  }
+}
+
+const noop = (): void => {}
+
+function checkTopic (topic: unknown): asserts topic is string {
+  if (typeof topic !== 'string' || topic === '') {
+    throw new FST_SSE_INVALID_TOPIC(`expected a non-empty string, got ${topic === '' ? 'an empty string' : typeof topic}`)
+  }
+}
+
+function checkTopics (topics: unknown): string[] {
+  const list = typeof topics === 'string' ? [topics] : topics
+  if (!Array.isArray(list) || list.length === 0) throw new FST_SSE_INVALID_TOPIC('subscribe() takes a topic or a non-empty array of topics')
+  for (const topic of list) checkTopic(topic)
+  return [...new Set<string>(list)]
+}
