@@ -1,15 +1,26 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import type { IncomingMessage } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { get, readUntil } from './helpers.js'
 
 // The demo that `npm start` runs, from the build that `npm test` makes first.
-const CLOCK = fileURLToPath(new URL('../dist/examples/clock.js', import.meta.url))
+const LIVE = fileURLToPath(new URL('../dist/examples/live.js', import.meta.url))
 
-t.test('the clock demo streams ticks and replays the missed ones after a reconnect', async t => {
-  // A tick every 5 ms, so that the 120-tick history fills and rolls over within the test.
-  const child = spawn(process.execPath, [CLOCK], { env: { ...process.env, PORT: '0', HOST: '127.0.0.1', TICK_MS: '5' } })
+/** The news items in a chunk of the stream, with their ids. */
+function news (body: string): Array<{ id: string, n: number }> {
+  return [...body.matchAll(/id: (\d+)\nevent: news\ndata: \{"n":(\d+),/g)].map(match => ({ id: match[1], n: Number(match[2]) }))
+}
+
+async function readNews (response: IncomingMessage, count: number): Promise<Array<{ id: string, n: number }>> {
+  let body = ''
+  while (news(body).length < count) body += await readUntil(response, 'event: news')
+  return news(body)
+}
+
+t.test('the live demo: broadcast chat and news, resume after a drop or a reload, resync, clean shutdown', async t => {
+  const child = spawn(process.execPath, [LIVE], { env: { ...process.env, PORT: '0', HOST: '127.0.0.1', TICK_MS: '10' } })
   t.teardown(() => child.kill())
   let log = ''
   const url = await new Promise<string>(resolve => {
@@ -20,26 +31,45 @@ t.test('the clock demo streams ticks and replays the missed ones after a reconne
     })
   })
   const page = await readUntil(await get(`${url}/`), '</html>')
-  t.match(page, /new EventSource\('\/clock'\)/)
+  t.match(page, /new EventSource\('\/events' \+ query\)/)
 
-  const live = await get(`${url}/clock`)
-  t.equal(live.headers['content-type'], 'text/event-stream; charset=utf-8')
-  const first = await readUntil(live, '"replayed":false')
-  t.match(first, /^retry: 1000\n\nid: (\d+)\nevent: tick\ndata: \{"n":\1,"time":"[^"]+","replayed":false\}\n\n/)
-  live.destroy()
+  const first = await get(`${url}/events`)
+  t.equal(first.headers['content-type'], 'text/event-stream; charset=utf-8')
+  t.match(await readUntil(first, '\n\nid: '), /^retry: 1000\n\nid: /, 'the retry hint, then the position frame')
+  const post = (room: string, body: object): Promise<Response> => fetch(`${url}/rooms/${room}/messages`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body)
+  })
+  const posted = await post('general', { name: 'ada', text: 'hello, room' })
+  t.equal(posted.status, 201)
+  const { id } = await posted.json() as { id: string }
+  const chat = await readUntil(first, '"hello, room"')
+  t.match(chat, new RegExp(`id: ${id}\\nevent: chat\\ndata: \\{"room":"general","name":"ada","text":"hello, room","time":"[^"]+"\\}\\n\\n`))
+  t.equal((await post('nope', { name: 'ada', text: 'x' })).status, 400, 'unknown room')
+  t.equal((await post('random', { name: 'ada', text: '' })).status, 400, 'empty text')
 
-  // Wait until the history has rolled over: ticks 1 and 2 are gone, so the replay starts later.
-  await new Promise(resolve => setTimeout(resolve, 1000))
-  const resumed = await get(`${url}/clock`, { 'last-event-id': '1' })
-  const replay = await readUntil(resumed, '"replayed":false')
-  const replayed = [...replay.matchAll(/"n":(\d+),"time":"[^"]+","replayed":true/g)].map(match => Number(match[1]))
-  t.equal(replayed.length, 120, 'the whole bounded history is replayed')
-  t.ok(replayed[0] > 2, `the oldest ticks were dropped (replay starts at ${replayed[0]})`)
-  t.ok(replayed.every((n, i) => i === 0 || n === replayed[i - 1] + 1), 'in order, without a gap')
-  const response = await fetch(`${url}/drop`, { method: 'POST' })
-  t.same(await response.json(), { dropped: 1 })
-  resumed.resume()
-  await once(resumed, 'end')
+  const before = await readNews(first, 3)
+  first.destroy()
+  // Away for a few ticks, then back with Last-Event-ID (as EventSource reconnects) and with ?lastEventId= (as the
+  // page does after a reload): both continue the news from the next number, with no gap.
+  await new Promise(resolve => setTimeout(resolve, 100))
+  const last = before[before.length - 1]
+  for (const resumed of [await get(`${url}/events`, { 'last-event-id': last.id }), await get(`${url}/events?lastEventId=${last.id}`)]) {
+    const after = await readNews(resumed, 8)
+    t.same(after.map(item => item.n), Array.from({ length: after.length }, (_, i) => last.n + 1 + i), 'continuous news')
+    t.ok(after.every(item => BigInt(item.id) > BigInt(last.id)))
+    resumed.destroy()
+  }
+
+  const stale = await get(`${url}/events`, { 'last-event-id': '12345' })
+  t.match(await readUntil(stale, ']}\n\n'), /^retry: 1000\n\nid: \d+\nevent: resync\ndata: \{"lastEventId":"12345","topics":\["room:general","room:random","news"\]\}\n\n/)
+  const stats = await (await fetch(`${url}/stats`)).json() as { openStreams: number, subscribers: Record<string, number>, published: number }
+  t.equal(stats.openStreams, 1)
+  t.same(stats.subscribers, { 'room:general': 1, 'room:random': 1, news: 1 })
+  t.ok(stats.published > 10)
+  const dropped = await fetch(`${url}/drop`, { method: 'POST' })
+  t.same(await dropped.json(), { dropped: 1 })
+  stale.resume()
+  await once(stale, 'end')
 
   child.kill('SIGTERM')
   const [code] = await once(child, 'exit')

@@ -60,6 +60,8 @@ export async function readUntil (stream: NodeJS.ReadableStream, marker: string):
     }
     stream.on('data', onData)
     stream.on('end', onEnd)
+    // A stream paused by an earlier call does not flow again just because a 'data' listener was added.
+    stream.resume()
   })
 }
 

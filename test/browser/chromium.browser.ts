@@ -1,17 +1,11 @@
 // Chromium's own EventSource reads the conformance cases. Run with `npm run test:browser`: it needs Debian's
 // chromium at /usr/bin/chromium (.ci/run installs it); no browser is ever downloaded.
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Page } from 'playwright-core'
 import t from 'tap'
 import { cases, collectEvents, expectedBy, type Received } from '../conformance/cases.js'
 import { conformanceServer } from '../conformance/server.js'
 import { listen } from '../helpers.js'
-
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync']
-
-async function launchChromium (): Promise<Browser> {
-  return await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS })
-}
+import { launchChromium } from './chromium.js'
 
 /** Runs collectEvents in the page, with the browser's own EventSource. */
 async function collectInPage (page: Page, url: string, types: string[]): Promise<Received[]> {
