@@ -1,6 +1,7 @@
 // `npm run bench`: every implementation in its own server process on loopback, the same routes, rounds interleaved
 // (A B C … A B C …), medians, and the ratio of ours to each other one. Writes bench/RESULTS.md.
-//   BENCH_ROUNDS (default 3), BENCH_CLIENTS (default "1000,10000"), BENCH_BURST (default 100000)
+//   BENCH_ROUNDS (default 3), BENCH_CLIENTS (default "1000,10000"), BENCH_BURST (default 100000),
+//   BENCH_IMPLS (default all: a comma-separated subset, for a quick look while working)
 import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import http from 'node:http'
@@ -8,7 +9,11 @@ import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { open, openMany } from './client.js'
 
-const IMPLS = ['ours', 'node:http', '@fastify/sse', 'fastify-sse-v2', 'better-sse']
+const ALL = ['ours', 'ours (hub)', 'node:http', '@fastify/sse', 'fastify-sse-v2', 'better-sse']
+const IMPLS = process.env.BENCH_IMPLS === undefined ? ALL : ALL.filter(impl => (process.env.BENCH_IMPLS as string).split(',').includes(impl))
+/** The hub's burst is the core's: it is measured in fan-out and idle only. */
+const HUB = 'ours (hub)'
+const OTHERS = IMPLS.filter(impl => impl !== 'ours' && impl !== HUB)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1000,10000').split(',').map(Number)
 const BURST = Number(process.env.BENCH_BURST ?? 100_000)
@@ -131,7 +136,7 @@ for (let round = 1; round <= ROUNDS; round++) {
   for (const impl of IMPLS) {
     const server = servers.get(impl) as Server
     process.stderr.write(`round ${round} ${impl}\n`)
-    record('burst', impl, await burst(server))
+    if (impl !== HUB) record('burst', impl, await burst(server))
     for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
     record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))
   }
@@ -139,15 +144,17 @@ for (let round = 1; round <= ROUNDS; round++) {
 for (const server of servers.values()) server.stop()
 
 const LOWER_IS_BETTER = /p50|p99|cpu|PerStream/
-const fmt = (value: number): string => value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(2)
-const lines = [`| scenario / metric | ${IMPLS.join(' | ')} | ${IMPLS.slice(1).map(impl => `ours vs ${impl}`).join(' | ')} |`,
-  `|---|${IMPLS.map(() => '---:').join('|')}|${IMPLS.slice(1).map(() => '---:').join('|')}|`]
+const fmt = (value: number): string => Number.isNaN(value) ? '–' : value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(2)
+const ratio = (value: number): string => Number.isNaN(value) ? '–' : `${value.toFixed(2)}×`
+const lines = [`| scenario / metric | ${IMPLS.join(' | ')} | ${OTHERS.map(impl => `ours vs ${impl}`).join(' | ')} | hub vs node:http |`,
+  `|---|${IMPLS.map(() => '---:').join('|')}|${OTHERS.map(() => '---:').join('|')}|---:|`]
 for (const [key, row] of results) {
-  const medians = IMPLS.map(impl => median(row.get(impl) ?? [NaN]))
+  const medianOf = (impl: string): number => median(row.get(impl) ?? [NaN])
   const lower = LOWER_IS_BETTER.test(key)
-  // Ratios read "how many times better ours is": above 1 means ours leads, whatever the metric's direction.
-  const ratios = medians.slice(1).map(other => lower ? other / medians[0] : medians[0] / other)
-  lines.push(`| ${key} (${lower ? 'lower' : 'higher'} is better) | ${medians.map(fmt).join(' | ')} | ${ratios.map(r => `${r.toFixed(2)}×`).join(' | ')} |`)
+  // Ratios read "how many times better the first is": above 1 means it leads, whatever the metric's direction.
+  const better = (a: number, b: number): number => lower ? b / a : a / b
+  const ratios = [...OTHERS.map(other => better(medianOf('ours'), medianOf(other))), better(medianOf(HUB), medianOf('node:http'))]
+  lines.push(`| ${key} (${lower ? 'lower' : 'higher'} is better) | ${IMPLS.map(impl => fmt(medianOf(impl))).join(' | ')} | ${ratios.map(ratio).join(' | ')} |`)
 }
 const table = lines.join('\n')
 console.log(table)
@@ -159,7 +166,10 @@ Command: \`npm run bench\` (BENCH_ROUNDS=${ROUNDS}, clients ${CLIENTS.join(' and
 
 Each implementation runs in its own server process on loopback with the same routes (\`bench/server.ts\`); rounds are
 interleaved and each cell is the median of ${ROUNDS}. Ratios read "how many times better ours is" (above 1× ours
-leads), for every metric whatever its direction. Units: events or deliveries per second; p50/p99 in ms from sending
+leads), for every metric whatever its direction. \`ours\` broadcasts with \`encodeMessage()\` and \`stream.write()\` to
+the streams it tracks; \`ours (hub)\` publishes each broadcast to a hub topic (kept in the in-memory history, encoded
+once, written to every subscriber), and the last column compares it with plain \`node:http\` writing one shared
+Buffer. Units: events or deliveries per second; p50/p99 in ms from sending
 a broadcast to its receipt by the last client; CPU in server user+system seconds per million events or deliveries;
 memory in bytes per open stream (RSS and heap after a GC); connects per second until every stream is open.
 

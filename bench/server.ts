@@ -79,6 +79,21 @@ async function ours (app: FastifyInstance): Promise<Impl> {
   }
 }
 
+/** The hub: every broadcast is one publish to a topic (kept in the history, encoded once, written to all). */
+async function oursHub (app: FastifyInstance): Promise<Impl> {
+  const core = await ours(app)
+  return {
+    burst: core.burst,
+    subscribe (_request, _response, reply) {
+      app.eventHub.subscribe(reply.sse(), 'bench')
+    },
+    broadcast () {
+      app.eventHub.publish('bench', PAYLOAD).catch(() => {})
+    },
+    subscribers: () => app.eventHub.stats().subscribers.bench ?? 0
+  }
+}
+
 async function fastifySse (app: FastifyInstance): Promise<Impl> {
   const { default: plugin } = await load('@fastify/sse')
   await app.register(plugin, { heartbeatInterval: 0 })
@@ -150,7 +165,7 @@ async function betterSse (_app: FastifyInstance): Promise<Impl> {
 
 async function fastifyServer (name: string): Promise<http.Server> {
   const app = Fastify()
-  const impl = await ({ ours, '@fastify/sse': fastifySse, 'fastify-sse-v2': fastifySseV2, 'better-sse': betterSse } as
+  const impl = await ({ ours, 'ours (hub)': oursHub, '@fastify/sse': fastifySse, 'fastify-sse-v2': fastifySseV2, 'better-sse': betterSse } as
     Record<string, (app: FastifyInstance) => Promise<Impl>>)[name](app)
   const raw = name === 'better-sse'
   // @fastify/sse serves a route as SSE only when the route says so.

@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { encodeFields, encodeId, encodeMessage, jsonData, type EncodedMessage } from './encode.js'
 import { FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_TOPIC } from './errors.js'
-import { isPositionId, type EventStore, type NewEvent, type Replay, type StoredEvent } from './store.js'
+import { isPositionId, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreListener } from './store.js'
 import { kCutOff, type EventMap, type EventStream } from './stream.js'
 
 export interface PublishOptions {
@@ -188,7 +188,10 @@ export class EventHub<Events extends EventMap = EventMap> {
   #dispatch (subscribers: Set<Subscription>, event: StoredEvent): void {
     const frame = this.#frame(event)
     for (const subscription of subscribers) {
-      if (subscription.live) {
+      // A stream of another registration ended without telling this hub: it leaves now.
+      if (subscription.stream.closed) {
+        this.unsubscribe(subscription.stream)
+      } else if (subscription.live) {
         this.#deliver(subscription, event, frame)
       } else if (subscription.pending.push(event) > this.#settings.maxPending) {
         subscription.stream[kCutOff]('event stream client too slow: live events piled up behind its replay, closing it',
@@ -221,7 +224,7 @@ export class EventHub<Events extends EventMap = EventMap> {
     let topic = this.#topics.get(name)
     if (topic === undefined) {
       const subscribers = new Set<Subscription>()
-      const listening = this.#settings.store.listen(name, event => this.#dispatch(subscribers, event))
+      const listening = listen(this.#settings.store, name, event => this.#dispatch(subscribers, event))
       const created: Topic = { subscribers, listening }
       // A topic whose listening failed is forgotten, so that the next subscriber tries again.
       listening.catch(() => { if (this.#topics.get(name) === created) this.#topics.delete(name) })
@@ -249,6 +252,11 @@ export class EventHub<Events extends EventMap = EventMap> {
 }
 
 const noop = (): void => {}
+
+/** store.listen(), with a synchronous throw turned into a rejection like any other store failure. */
+async function listen (store: EventStore, topic: string, listener: StoreListener): Promise<() => Promise<void>> {
+  return await store.listen(topic, listener)
+}
 
 function checkTopic (topic: unknown): asserts topic is string {
   if (typeof topic !== 'string' || topic === '') {

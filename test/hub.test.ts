@@ -405,7 +405,7 @@ t.test('a stream that ends or is unsubscribed during its replay gets nothing mor
 
 t.test('a store that fails: the stream closes (the client reconnects), the error is logged, the next one works', async t => {
   const inner = new MemoryStore()
-  let failListen = 1
+  let failListen = 2
   let failRead = 1
   let failStop = 0
   let held = Promise.resolve()
@@ -415,20 +415,24 @@ t.test('a store that fails: the stream closes (the client reconnects), the error
       if (failRead-- > 0) throw new Error('read failed')
       return await inner.readAfter(topics, id)
     },
-    async listen (topic, listener) {
-      await held
-      if (failListen-- > 0) throw new Error('listen failed')
-      const stop = await inner.listen(topic, listener)
-      return async () => {
-        await stop()
-        if (failStop-- > 0) throw new Error('stop failed')
-      }
+    // Not async: the first failure is a synchronous throw, which the hub must handle like a rejection.
+    listen (topic, listener) {
+      if (failListen === 2) { failListen = 1; throw new Error('listen failed') }
+      return (async () => {
+        await held
+        if (failListen-- > 0) throw new Error('listen failed')
+        const stop = await inner.listen(topic, listener)
+        return async () => {
+          await stop()
+          if (failStop-- > 0) throw new Error('stop failed')
+        }
+      })()
     },
     close: inner.close.bind(inner)
   }
   const { logger, lines } = captureLogs('error')
   const hub = await hubApp(t, { hub: { store } }, { logger })
-  for (const failure of ['listen failed', 'read failed']) {
+  for (const failure of ['listen failed', 'listen failed', 'read failed']) {
     t.same(await drain(await injectEventStream(hub.app, '/events?topics=a')), [], 'the stream ended without an event')
     t.equal(await hub.subscribed[hub.subscribed.length - 1], false)
     t.match(lines.pop(), { msg: 'event hub store failed to subscribe a stream; closing it', err: { message: failure } })
@@ -505,4 +509,18 @@ t.test('hub options are validated at registration', async t => {
   const hub = await hubApp(t, { hub: { store, historySize: 10 } })
   await subscribe(hub, 'topics=x')
   t.equal(store.listening, 1, 'a store passed in is the one used')
+})
+
+t.test('a stream of another registration that ends leaves this hub at the next publish', async t => {
+  const hub = await hubApp(t)
+  const other = await build(t, { heartbeat: false })
+  let stream: EventStream | undefined
+  other.get('/elsewhere', (_request, reply) => { stream = reply.sse() })
+  const response = await injectEventStream(other, '/elsewhere')
+  t.equal(await hub.app.eventHub.subscribe(stream as EventStream, 'a'), true)
+  await response.close()
+  t.same(hub.app.eventHub.stats().subscribers, { a: 1 }, 'this hub did not hear of the end')
+  await hub.app.eventHub.publish('a', 'x')
+  t.same(hub.app.eventHub.stats().subscribers, {})
+  t.equal(hub.app.eventHub.stats().delivered, 0)
 })
