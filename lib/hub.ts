@@ -1,8 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { encodeFields, encodeId, encodeMessage, jsonData, type EncodedMessage } from './encode.js'
-import { FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_TOPIC } from './errors.js'
+import {
+  FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_INVALID_TOPIC
+} from './errors.js'
 import { isPositionId, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreListener } from './store.js'
-import { kCutOff, type EventMap, type EventStream } from './stream.js'
+import { EventStream, kCutOff, type EventMap } from './stream.js'
 
 export interface PublishOptions {
   /** The event type; clients dispatch the event under it. */
@@ -102,6 +104,7 @@ export class EventHub<Events extends EventMap = EventMap> {
    * once the stream is live, false when it ended first. The stream leaves its topics when it ends, for any reason.
    */
   subscribe (stream: EventStream<any, any>, topics: string | readonly string[], options: SubscribeOptions = {}): Promise<boolean> {
+    if (!(stream instanceof EventStream)) throw new FST_SSE_INVALID_OPTION('stream', 'subscribe() takes the stream that reply.sse() returned')
     const names = checkTopics(topics)
     if (this.#subscriptions.has(stream)) throw new FST_SSE_ALREADY_SUBSCRIBED()
     if (this.#closed) throw new FST_SSE_HUB_CLOSED()
@@ -110,7 +113,8 @@ export class EventHub<Events extends EventMap = EventMap> {
     const subscription: Subscription = { stream, topics: names, position: 0, live: false, pending: [] }
     this.#subscriptions.set(stream, subscription)
     const listening = names.map(name => this.#join(name, subscription))
-    return this.#start(subscription, listening, resumeFrom === undefined ? undefined : String(resumeFrom))
+    // An empty id means no id, as an empty Last-Event-ID header does.
+    return this.#start(subscription, listening, resumeFrom === undefined || resumeFrom === '' ? undefined : String(resumeFrom))
   }
 
   /** Takes a stream out of its topics (it stays open). False when it was not subscribed. */

@@ -150,6 +150,9 @@ t.test('replay: a stream with Last-Event-ID gets every later event of its topics
   const fromOption = await subscribe(hub, `topics=b&from=${ids[0]}`)
   await fromOption.received(2)
   t.same(data(fromOption.events), ['e2', 'e4'], 'lastEventId given as an option')
+  const empty = await hub.app.inject({ url: '/events?topics=b&from=', payloadAsStream: true })
+  t.match(await readUntil(empty.stream(), '\n\n'), /^id: \d+\n\n/, 'an empty lastEventId is no id: the position frame')
+  empty.stream().destroy()
 })
 
 t.test('publisher ids travel on the wire and resume like the hub\'s own', async t => {
@@ -473,7 +476,8 @@ t.test('bad input: coded errors, thrown before anything is published or subscrib
     [() => eventHub.send('a', 'e', undefined), 'FST_SSE_INVALID_FIELD'],
     [() => eventHub.subscribe(hub.streams[0], []), 'FST_SSE_INVALID_TOPIC'],
     [() => eventHub.subscribe(hub.streams[0], ['a', '']), 'FST_SSE_INVALID_TOPIC'],
-    [() => eventHub.subscribe(hub.streams[0], 'a'), 'FST_SSE_ALREADY_SUBSCRIBED']
+    [() => eventHub.subscribe(hub.streams[0], 'a'), 'FST_SSE_ALREADY_SUBSCRIBED'],
+    [() => eventHub.subscribe({ closed: false } as unknown as EventStream, 'a'), 'FST_SSE_INVALID_OPTION']
   ]
   for (const [call, code] of bad) t.throws(call, { code }, code)
   await eventHub.publish('a', 'good', { event: '' })
