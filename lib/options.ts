@@ -1,6 +1,6 @@
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BUFFERED_BYTES, RESYNC_EVENT } from './constants.js'
 import { FST_SSE_INVALID_OPTION } from './errors.js'
-import { MemoryStore, type EventStore } from './store.js'
+import { MemoryStore, positiveInteger, type EventStore } from './store.js'
 
 export interface HubOptions {
   /** Where the history lives and how events travel (default: a MemoryStore with the two options below). */
@@ -59,20 +59,15 @@ function resolveHubOptions (options: HubOptions): ResolvedOptions['hub'] {
   if (typeof resyncEvent !== 'string' || resyncEvent === '' || resyncEvent.includes('\n') || resyncEvent.includes('\r')) {
     throw new FST_SSE_INVALID_OPTION('hub.resyncEvent', 'expected a non-empty event type without CR or LF')
   }
-  if (store === undefined) {
-    // The store validates its own options.
-    return { store: new MemoryStore({ historySize, historyAge }), maxPending: historySize ?? DEFAULT_HISTORY_SIZE, resyncEvent }
-  }
+  const maxPending = positiveInteger('hub.historySize', historySize ?? DEFAULT_HISTORY_SIZE)
+  if (store === undefined) return { store: new MemoryStore({ historySize, historyAge }), maxPending, resyncEvent }
   if (STORE_METHODS.some(method => typeof (store as unknown as Record<string, unknown>)[method] !== 'function')) {
     throw new FST_SSE_INVALID_OPTION('hub.store', `expected an object with the methods ${STORE_METHODS.join(', ')}`)
   }
   if (historyAge !== undefined) {
     throw new FST_SSE_INVALID_OPTION('hub.historyAge', 'configures the in-memory store: configure the store you pass instead')
   }
-  if (historySize !== undefined && !isPositiveInteger(historySize)) {
-    throw new FST_SSE_INVALID_OPTION('hub.historySize', `expected a positive integer, got ${String(historySize)}`)
-  }
-  return { store, maxPending: historySize ?? DEFAULT_HISTORY_SIZE, resyncEvent }
+  return { store, maxPending, resyncEvent }
 }
 
 /** setInterval() turns a delay above 2^31-1 ms into 1 ms, so a larger heartbeat would fire constantly. */

@@ -100,7 +100,7 @@ export class MemoryStore implements EventStore {
   readonly #first: number
   #head: number
   /** The newest position dropped with a history that was then forgotten: older ids of those topics resync. */
-  #forgotten = 0
+  #forgotten: number
   #sweeper: NodeJS.Timeout | undefined
   #closed = false
 
@@ -230,7 +230,8 @@ function bySeq (a: StoredEvent, b: StoredEvent): number {
   return a.seq - b.seq
 }
 
-function positiveInteger (name: string, value: unknown): number {
+/** An integer of 1 to 2^31-1 (a timer's range), else FST_SSE_INVALID_OPTION. */
+export function positiveInteger (name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > 2 ** 31 - 1) {
     throw new FST_SSE_INVALID_OPTION(name, `expected a positive integer, got ${String(value)}`)
   }

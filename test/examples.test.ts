@@ -1,12 +1,7 @@
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import type { IncomingMessage } from 'node:http'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { get, readUntil } from './helpers.js'
-
-// The demo that `npm start` runs, from the build that `npm test` makes first.
-const LIVE = fileURLToPath(new URL('../dist/examples/live.js', import.meta.url))
+import { get, readUntil, startDemo } from './helpers.js'
 
 /** The news items in a chunk of the stream, with their ids. */
 function news (body: string): Array<{ id: string, n: number }> {
@@ -20,16 +15,7 @@ async function readNews (response: IncomingMessage, count: number): Promise<Arra
 }
 
 t.test('the live demo: broadcast chat and news, resume after a drop or a reload, resync, clean shutdown', async t => {
-  const child = spawn(process.execPath, [LIVE], { env: { ...process.env, PORT: '0', HOST: '127.0.0.1', TICK_MS: '10' } })
-  t.teardown(() => child.kill())
-  let log = ''
-  const url = await new Promise<string>(resolve => {
-    child.stdout.on('data', chunk => {
-      log += chunk
-      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(log)
-      if (match !== null) resolve(match[1])
-    })
-  })
+  const { child, url } = await startDemo(t, 10)
   const page = await readUntil(await get(`${url}/`), '</html>')
   t.match(page, /new EventSource\('\/events' \+ query\)/)
 

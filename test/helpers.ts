@@ -1,6 +1,8 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import http from 'node:http'
 import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
 import { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import fastifyEventStream, { type EventStream, type FastifyEventStreamOptions } from '../index.js'
@@ -131,4 +133,22 @@ export async function fillSocket (stream: EventStream): Promise<{ waiting: Promi
     const write = stream.message(chunk, { id: sent })
     if (await isPending(write)) return { waiting: write, sent }
   }
+}
+
+/** The demo that `npm start` runs, from the build that `npm test` makes first. */
+const LIVE_DEMO = fileURLToPath(new URL('../dist/examples/live.js', import.meta.url))
+
+/** Starts the demo on a free loopback port with a news tick every `tickMs`; killed when the test ends. */
+export async function startDemo (t: Test, tickMs: number): Promise<{ child: ChildProcessWithoutNullStreams, url: string }> {
+  const child = spawn(process.execPath, [LIVE_DEMO], { env: { ...process.env, PORT: '0', HOST: '127.0.0.1', TICK_MS: String(tickMs) } })
+  t.teardown(() => child.kill())
+  let log = ''
+  const url = await new Promise<string>(resolve => {
+    child.stdout.on('data', chunk => {
+      log += chunk
+      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(log)
+      if (match !== null) resolve(match[1])
+    })
+  })
+  return { child, url }
 }

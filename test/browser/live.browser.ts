@@ -1,13 +1,11 @@
 // The `npm start` demo in Chromium: chat broadcast to two tabs, the news feed continuous across a dropped connection
 // and a page reload. Run with `npm run test:browser` (Debian's chromium at /usr/bin/chromium; nothing downloaded).
 import type { Page } from 'playwright-core'
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
+import { startDemo } from '../helpers.js'
 import { launchChromium } from './chromium.js'
 
-const LIVE = fileURLToPath(new URL('../../dist/examples/live.js', import.meta.url))
 const SCREENSHOTS = process.env.SCREENSHOTS ?? '/tmp/fastify-event-stream-live'
 
 /** The news numbers on the page, oldest first. */
@@ -21,16 +19,7 @@ function consecutive (numbers: number[]): boolean {
 }
 
 t.test('the live demo in Chromium: broadcast, resume after a drop and after a reload', async t => {
-  const child = spawn(process.execPath, [LIVE], { env: { ...process.env, PORT: '0', HOST: '127.0.0.1', TICK_MS: '100' } })
-  t.teardown(() => child.kill())
-  let log = ''
-  const url = await new Promise<string>(resolve => {
-    child.stdout.on('data', chunk => {
-      log += chunk
-      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(log)
-      if (match !== null) resolve(match[1])
-    })
-  })
+  const { child, url } = await startDemo(t, 100)
   const browser = await launchChromium()
   t.teardown(() => browser.close())
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } })
