@@ -1,4 +1,4 @@
-import createError from '@fastify/error'
+import { createError } from '@fastify/error'
 
 /** An id, event or comment holds CR or LF (or an id holds NUL), or a field has the wrong type. Nothing was written. */
 export const FST_SSE_INVALID_FIELD = createError('FST_SSE_INVALID_FIELD', 'Invalid SSE field: %s', 500, TypeError)

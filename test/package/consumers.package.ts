@@ -1,0 +1,202 @@
+// The package as users get it: packed with `npm pack`, installed into throwaway apps next to Fastify, compiled with
+// `tsc` (never skipLibCheck) in every module setup users have, and run. Also publint and arethetypeswrong on the
+// tarball. Needs the npm registry (for Fastify and TypeScript in the apps); run by `npm run test:package`.
+import { execFile } from 'node:child_process'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import t from 'tap'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+const run = promisify(execFile)
+const manifest = JSON.parse(await readFile(join(root, 'package.json'), 'utf8'))
+const installed = (name: string): Promise<string> =>
+  readFile(join(root, 'node_modules', name, 'package.json'), 'utf8').then(text => JSON.parse(text).version)
+
+/** The oldest Fastify the peer range admits, and the one this repository develops against. */
+const OLDEST_FASTIFY = manifest.peerDependencies.fastify.replace(/^\^/, '')
+const CURRENT_FASTIFY = await installed('fastify')
+
+interface Result { code: number, output: string }
+
+async function sh (file: string, args: string[], cwd: string): Promise<Result> {
+  try {
+    const { stdout, stderr } = await run(file, args, { cwd, maxBuffer: 16 * 1024 * 1024 })
+    return { code: 0, output: stdout + stderr }
+  } catch (err) {
+    const failure = err as { code?: number, stdout?: string, stderr?: string }
+    return { code: typeof failure.code === 'number' ? failure.code : 1, output: `${failure.stdout ?? ''}${failure.stderr ?? ''}` }
+  }
+}
+
+const work = await mkdtemp(join(tmpdir(), 'fastify-event-stream-consumers-'))
+t.teardown(() => rm(work, { recursive: true, force: true }))
+// prepack builds dist/ first.
+const packed = await sh('npm', ['pack', '--pack-destination', work], root)
+if (packed.code !== 0) throw new Error(`npm pack failed: ${packed.output}`)
+const tarball = join(work, `${manifest.name}-${manifest.version}.tgz`)
+
+t.test('the tarball holds the library only, with source maps that resolve, a LICENSE and a CHANGELOG', async t => {
+  const { output } = await sh('tar', ['-tzf', tarball], work)
+  const files = output.trim().split('\n').map(line => line.replace(/^package\//, ''))
+  t.notOk(files.some(file => /^dist\/(bench|examples|test|types)\//.test(file)), 'no bench, examples or tests')
+  for (const file of ['LICENSE', 'CHANGELOG.md', 'README.md', 'dist/index.js', 'dist/index.d.ts']) t.ok(files.includes(file), file)
+  const maps = files.filter(file => file.endsWith('.map'))
+  t.ok(maps.length > 0, 'source maps are shipped')
+  const unpacked = join(work, 'unpacked')
+  await sh('mkdir', ['-p', unpacked], work)
+  await sh('tar', ['-xzf', tarball, '-C', unpacked], work)
+  const missing: string[] = []
+  for (const map of maps) {
+    const { sources } = JSON.parse(await readFile(join(unpacked, 'package', map), 'utf8')) as { sources: string[] }
+    for (const source of sources) {
+      const path = join(unpacked, 'package', map, '..', source)
+      if (!files.includes(path.slice(join(unpacked, 'package').length + 1))) missing.push(`${map} -> ${source}`)
+    }
+  }
+  t.same(missing, [], 'every source a map names is in the tarball')
+})
+
+t.test('publint finds nothing to report', async t => {
+  const result = await sh(join(root, 'node_modules/.bin/publint'), ['run', tarball, '--strict'], root)
+  t.equal(result.code, 0, result.output)
+  t.match(result.output, /All good/)
+})
+
+// The package is ESM only, so a static require() from CommonJS under `node16` is not allowed by TypeScript (TS1479);
+// the README says so and shows the ways that work. The esm-only profile leaves out just that warning.
+t.test('arethetypeswrong finds no problem for an ESM package', async t => {
+  const result = await sh(join(root, 'node_modules/.bin/attw'), [tarball, '--profile', 'esm-only', '--no-color', '--format', 'table'], root)
+  t.equal(result.code, 0, result.output)
+  t.notMatch(result.output, /❌|💀|🥴|🐛|❗️|🎭|🕵️/u, 'no resolution fails')
+  t.match(result.output, /node16 \(from ESM\) *│ 🟢 \(ESM\)/u)
+  t.match(result.output, /bundler *│ 🟢/u)
+})
+
+/** ESM source: the plugin's types must be real (not any), its augmentation must land on the app's Fastify. */
+const ESM_APP = `
+import Fastify from 'fastify'
+import fastifyEventStream, { FST_SSE_INVALID_FIELD, type EventStream } from 'fastify-event-stream'
+
+const app = Fastify()
+await app.register(fastifyEventStream, { heartbeat: false })
+app.get('/events', (_request, reply) => {
+  const stream: EventStream = reply.sse()
+  stream.message('hi', { id: 1 })
+  stream.close()
+})
+// Compiles only while neither is any (with skipLibCheck and a broken declaration, both silently were).
+type IsAny<T> = 0 extends (1 & T) ? true : false
+const errorClassNotAny: IsAny<typeof FST_SSE_INVALID_FIELD> = false
+const publishNotAny: IsAny<ReturnType<typeof app.eventHub.publish>> = false
+void [errorClassNotAny, publishNotAny]
+console.log(JSON.stringify({ body: (await app.inject('/events')).body, code: new FST_SSE_INVALID_FIELD('x').code }))
+await app.close()
+`
+
+/** CommonJS source (compiled to require()): the same app without top-level await. */
+const CJS_APP = (importLine: string, plugin: string): string => `
+${importLine}
+import Fastify from 'fastify'
+
+async function main (): Promise<void> {
+  ${plugin === 'dynamic' ? "const { default: fastifyEventStream, FST_SSE_INVALID_FIELD } = await import('fastify-event-stream')" : ''}
+  const app = Fastify()
+  await app.register(fastifyEventStream, { heartbeat: false })
+  app.get('/events', (_request, reply) => {
+    const stream = reply.sse()
+    stream.message('hi', { id: 1 })
+    stream.close()
+  })
+  const published: Promise<string> = app.eventHub.publish('news', 'x')
+  await published
+  const invalid: { code: 'FST_SSE_INVALID_FIELD' } = new FST_SSE_INVALID_FIELD('x')
+  console.log(JSON.stringify({ body: (await app.inject('/events')).body, code: invalid.code }))
+  await app.close()
+}
+main()
+`
+
+interface Setup {
+  name: string
+  compilerOptions: Record<string, unknown>
+  file: string
+  source: string
+  /** The compiled file that node runs. */
+  output: string
+}
+
+const STATIC_IMPORT = "import fastifyEventStream, { FST_SSE_INVALID_FIELD } from 'fastify-event-stream'"
+
+const SETUPS: Setup[] = [
+  { name: 'ESM, module nodenext', compilerOptions: { module: 'nodenext' }, file: 'app.mts', source: ESM_APP, output: 'app.mjs' },
+  { name: 'ESM, module node16', compilerOptions: { module: 'node16' }, file: 'app.mts', source: ESM_APP, output: 'app.mjs' },
+  { name: 'moduleResolution bundler', compilerOptions: { module: 'preserve', moduleResolution: 'bundler' }, file: 'app.ts', source: ESM_APP, output: 'app.js' },
+  {
+    name: 'CommonJS, module commonjs (node10 resolution)',
+    compilerOptions: { module: 'commonjs', moduleResolution: 'node10', esModuleInterop: true },
+    file: 'app.cts',
+    source: CJS_APP(STATIC_IMPORT, 'static'),
+    output: 'app.cjs'
+  },
+  { name: 'CommonJS, module nodenext (require of ESM)', compilerOptions: { module: 'nodenext' }, file: 'app.cts', source: CJS_APP(STATIC_IMPORT, 'static'), output: 'app.cjs' },
+  { name: 'CommonJS, module node16 (dynamic import)', compilerOptions: { module: 'node16' }, file: 'app.cts', source: CJS_APP('', 'dynamic'), output: 'app.cjs' }
+]
+
+const EXPECTED = JSON.stringify({ body: 'id: 1\ndata: hi\n\n', code: 'FST_SSE_INVALID_FIELD' })
+
+/** A throwaway app folder with the tarball, one Fastify release, TypeScript and Node's types installed. */
+async function consumerApp (fastify: string): Promise<string> {
+  const dir = join(work, `app-fastify-${fastify}`)
+  await sh('mkdir', ['-p', dir], work)
+  await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
+  const install = await sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball, `fastify@${fastify}`,
+    `typescript@${await installed('typescript')}`, `@types/node@${await installed('@types/node')}`], dir)
+  if (install.code !== 0) throw new Error(`npm install failed: ${install.output}`)
+  return dir
+}
+
+for (const fastify of [CURRENT_FASTIFY, OLDEST_FASTIFY]) {
+  t.test(`a consumer on Fastify ${fastify}`, async t => {
+    const dir = await consumerApp(fastify)
+    const { output: tree } = await sh('npm', ['ls', 'fastify', '--all', '--parseable'], dir)
+    t.equal(tree.trim().split('\n').filter(line => line.endsWith('/fastify')).length, 1, 'one copy of Fastify: the app\'s')
+
+    for (const setup of SETUPS) {
+      t.test(setup.name, async t => {
+        const out = join(dir, 'out', setup.name.replace(/\W+/g, '-'))
+        const base = setup.file.replace(/\.\w+$/, '')
+        await writeFile(join(dir, setup.file), setup.source)
+        const tsconfig = join(dir, `tsconfig.${base}.${setup.name.replace(/\W+/g, '-')}.json`)
+        await writeFile(tsconfig, JSON.stringify({
+          compilerOptions: { target: 'ES2022', strict: true, skipLibCheck: false, types: ['node'], outDir: out, ...setup.compilerOptions },
+          files: [setup.file]
+        }))
+        const compiled = await sh(join(dir, 'node_modules/.bin/tsc'), ['-p', tsconfig], dir)
+        t.equal(compiled.code, 0, `tsc: ${compiled.output}`)
+        if (compiled.code !== 0) return
+        const ran = await sh(process.execPath, [join(out, setup.output)], dir)
+        t.equal(ran.output.trim(), EXPECTED, 'runs and streams')
+      })
+    }
+
+    t.test('plain CommonJS JavaScript: require() as the README shows', async t => {
+      await writeFile(join(dir, 'app.cjs'), `
+        const Fastify = require('fastify')
+        const fastifyEventStream = require('fastify-event-stream').default
+        const { FST_SSE_INVALID_FIELD } = require('fastify-event-stream')
+        const app = Fastify()
+        app.register(fastifyEventStream, { heartbeat: false })
+        app.get('/events', (request, reply) => { const stream = reply.sse(); stream.message('hi', { id: 1 }); stream.close() })
+        app.inject('/events').then(async response => {
+          console.log(JSON.stringify({ body: response.body, code: new FST_SSE_INVALID_FIELD('x').code }))
+          await app.close()
+        })
+      `)
+      const ran = await sh(process.execPath, [join(dir, 'app.cjs')], dir)
+      t.equal(ran.output.trim(), EXPECTED)
+    })
+  })
+}
