@@ -3,7 +3,7 @@ import { encodeFields, encodeId, encodeMessage, jsonData, type EncodedMessage } 
 import {
   FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_INVALID_TOPIC
 } from './errors.js'
-import { isPositionId, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreListener } from './store.js'
+import { isPositionId, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreListener } from './stores/store.js'
 import { EventStream, kCutOff, type EventMap } from './stream.js'
 
 export interface PublishOptions {

@@ -1,6 +1,7 @@
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BUFFERED_BYTES, RESYNC_EVENT } from './constants.js'
 import { FST_SSE_INVALID_OPTION } from './errors.js'
-import { MemoryStore, positiveInteger, type EventStore } from './store.js'
+import { MemoryStore } from './stores/memory.js'
+import { positiveInteger, type EventStore } from './stores/store.js'
 
 export interface HubOptions {
   /** Where the history lives and how events travel (default: a MemoryStore with the two options below). */

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { MemoryStore, type StoredEvent } from '../index.js'
-import { isPositionId } from '../lib/store.js'
+import { MemoryStore, type StoredEvent } from '../../index.js'
+import { isPositionId } from '../../lib/stores/store.js'
 
 const ids = (events: readonly StoredEvent[] | null): string[] | null => events === null ? null : events.map(event => event.id)
 

@@ -1,0 +1,74 @@
+import { FST_SSE_INVALID_OPTION } from '../errors.js'
+
+/** What a publisher hands to the store: the store assigns the position, and the id when none is given. */
+export interface NewEvent {
+  data: string
+  event?: string
+  /** The publisher's own id; never a decimal integer (those are positions). */
+  id?: string
+}
+
+/** An event as the store keeps it. */
+export interface StoredEvent {
+  readonly topic: string
+  /** The store's position for the event: strictly increasing across every topic of the store. */
+  readonly seq: number
+  /** The id on the wire: the publisher's id, else the position written in decimal. */
+  readonly id: string
+  readonly event?: string
+  readonly data: string
+}
+
+export interface Replay {
+  /**
+   * The events of the topics after the given id, oldest first; null when the id is not a position the store knows
+   * (never assigned, from an earlier run, or older than the history kept).
+   */
+  events: StoredEvent[] | null
+  /**
+   * The store's latest position when it read: every event of the topics after the given id and up to this one is
+   * in `events`. A new reader, and one told to resynchronise, start from here.
+   */
+  head: number
+}
+
+/** Receives every event appended to a topic, in order of position. Must not throw. */
+export type StoreListener = (event: StoredEvent) => void
+
+/**
+ * The history and the delivery between publishers and subscribers. Asynchronous throughout, so that it can live in
+ * another process (Redis, say): positions and ids are assigned by the store, not by the publisher.
+ */
+export interface EventStore {
+  /** Appends an event to a topic and delivers it to the topic's listeners; resolves with the event as stored. */
+  append (topic: string, event: NewEvent): Promise<StoredEvent>
+  /** The events of the topics after an id (see Replay); with no id, only the head. */
+  readAfter (topics: readonly string[], lastEventId: string | undefined): Promise<Replay>
+  /**
+   * Starts delivering the topic's new events to the listener; resolves once every later append reaches it, with a
+   * function that stops the delivery.
+   */
+  listen (topic: string, listener: StoreListener): Promise<() => Promise<void>>
+  close (): Promise<void>
+}
+
+/** Digits of Number.MAX_SAFE_INTEGER: positions are exact integers in a double. */
+const MAX_POSITION_DIGITS = 16
+
+/** A position written as an id: a decimal integer without a sign or leading zeros, exact in a double. */
+export function isPositionId (id: string): boolean {
+  if (id.length === 0 || id.length > MAX_POSITION_DIGITS || (id.length > 1 && id.charCodeAt(0) === 0x30)) return false
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i)
+    if (c < 0x30 || c > 0x39) return false
+  }
+  return id.length < MAX_POSITION_DIGITS || Number.isSafeInteger(Number(id))
+}
+
+/** An integer of 1 to 2^31-1 (a timer's range), else FST_SSE_INVALID_OPTION. */
+export function positiveInteger (name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > 2 ** 31 - 1) {
+    throw new FST_SSE_INVALID_OPTION(name, `expected a positive integer, got ${String(value)}`)
+  }
+  return value
+}
