@@ -26,3 +26,9 @@ export const FST_SSE_ALREADY_SUBSCRIBED = createError('FST_SSE_ALREADY_SUBSCRIBE
 
 /** A publish after the hub (and its store) closed with the Fastify instance. */
 export const FST_SSE_HUB_CLOSED = createError('FST_SSE_HUB_CLOSED', 'The event hub is closed', 500)
+
+/** The store did not answer in time (Redis unreachable, say): the event may or may not have been kept. */
+export const FST_SSE_STORE_UNAVAILABLE = createError('FST_SSE_STORE_UNAVAILABLE', 'The event store is unavailable: %s', 503)
+
+/** The store lost its history (Redis flushed, restarted without persistence, or failed over to a replica behind). */
+export const FST_SSE_STORE_RESET = createError('FST_SSE_STORE_RESET', 'The event store lost its history: %s', 503)

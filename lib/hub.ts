@@ -3,7 +3,7 @@ import { encodeFields, encodeId, encodeMessage, jsonData, type EncodedMessage } 
 import {
   FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_INVALID_TOPIC
 } from './errors.js'
-import { isPositionId, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreListener } from './stores/store.js'
+import { isPositionId, type EventStore, type NewEvent, type Replay, type StoreFailure, type StoredEvent, type StoreListener } from './stores/store.js'
 import { EventStream, kCutOff, type EventMap } from './stream.js'
 
 export interface PublishOptions {
@@ -228,7 +228,7 @@ export class EventHub<Events extends EventMap = EventMap> {
     let topic = this.#topics.get(name)
     if (topic === undefined) {
       const subscribers = new Set<Subscription>()
-      const listening = listen(this.#settings.store, name, event => this.#dispatch(subscribers, event))
+      const listening = listen(this.#settings.store, name, event => this.#dispatch(subscribers, event), err => this.#fail(name, subscribers, err))
       const created: Topic = { subscribers, listening }
       // A topic whose listening failed is forgotten, so that the next subscriber tries again.
       listening.catch(() => { if (this.#topics.get(name) === created) this.#topics.delete(name) })
@@ -237,6 +237,12 @@ export class EventHub<Events extends EventMap = EventMap> {
     }
     topic.subscribers.add(subscription)
     return topic.listening
+  }
+
+  /** The store cannot deliver the topic without a gap: its subscribers' clients reconnect, and resume or resync. */
+  #fail (name: string, subscribers: Set<Subscription>, err: Error): void {
+    this.#settings.log.error({ err, topic: name, subscribers: subscribers.size }, 'event hub store failed to deliver a topic; closing its subscribers')
+    for (const subscription of Array.from(subscribers)) subscription.stream.close()
   }
 
   /** The last subscriber out stops the store's delivery: a topic nobody reads costs nothing here. */
@@ -258,8 +264,8 @@ export class EventHub<Events extends EventMap = EventMap> {
 const noop = (): void => {}
 
 /** store.listen(), with a synchronous throw turned into a rejection like any other store failure. */
-async function listen (store: EventStore, topic: string, listener: StoreListener): Promise<() => Promise<void>> {
-  return await store.listen(topic, listener)
+async function listen (store: EventStore, topic: string, listener: StoreListener, onFailure: StoreFailure): Promise<() => Promise<void>> {
+  return await store.listen(topic, listener, onFailure)
 }
 
 function checkTopic (topic: unknown): asserts topic is string {

@@ -36,6 +36,12 @@ export interface Replay {
 export type StoreListener = (event: StoredEvent) => void
 
 /**
+ * Told that the store can no longer deliver a topic without a gap (it lost its history, say): the hub closes the
+ * topic's subscribers, whose clients reconnect and resume or resynchronise. Must not throw.
+ */
+export type StoreFailure = (err: Error) => void
+
+/**
  * The history and the delivery between publishers and subscribers. Asynchronous throughout, so that it can live in
  * another process (Redis, say): positions and ids are assigned by the store, not by the publisher.
  */
@@ -46,9 +52,9 @@ export interface EventStore {
   readAfter (topics: readonly string[], lastEventId: string | undefined): Promise<Replay>
   /**
    * Starts delivering the topic's new events to the listener; resolves once every later append reaches it, with a
-   * function that stops the delivery.
+   * function that stops the delivery. A store that can lose events on the way calls onFailure instead of skipping.
    */
-  listen (topic: string, listener: StoreListener): Promise<() => Promise<void>>
+  listen (topic: string, listener: StoreListener, onFailure?: StoreFailure): Promise<() => Promise<void>>
   close (): Promise<void>
 }
 
