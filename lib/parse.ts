@@ -33,6 +33,11 @@ export class EventStreamParser {
     this.#onEvent = onEvent
   }
 
+  /** The last id the stream set, by a frame that dispatched an event or by one that did not: what a reconnecting client sends. */
+  get lastEventId (): string {
+    return this.#lastEventId
+  }
+
   feed (chunk: string): void {
     let text = chunk
     // A CR at the end of the last chunk already ended its line: an LF right after it belongs to it.

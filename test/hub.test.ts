@@ -406,6 +406,31 @@ t.test('a stream that ends or is unsubscribed during its replay gets nothing mor
   await gone.close()
 })
 
+t.test('a store that reports it cannot deliver a topic any more: its subscribers are closed (and resync), others stay', async t => {
+  const inner = new MemoryStore()
+  const failures = new Map<string, (err: Error) => void>()
+  const store: EventStore = {
+    append: inner.append.bind(inner),
+    readAfter: inner.readAfter.bind(inner),
+    async listen (topic, listener, onFailure) {
+      failures.set(topic, onFailure as (err: Error) => void)
+      return await inner.listen(topic, listener)
+    },
+    close: inner.close.bind(inner)
+  }
+  const { logger, lines } = captureLogs('error')
+  const hub = await hubApp(t, { hub: { store } }, { logger })
+  const [onA, onAB, onB] = [await subscribe(hub, 'topics=a'), await subscribe(hub, 'topics=a,b'), await subscribe(hub, 'topics=b')]
+  failures.get('a')?.(new Error('history lost'))
+  t.same(await drain(onA.response), [], 'the subscriber of a ended')
+  t.same(await drain(onAB.response), [], 'so did the one of a and b')
+  t.same(hub.app.eventHub.stats().subscribers, { b: 1 }, 'b\'s own subscriber stays')
+  t.match(lines, [{ msg: 'event hub store failed to deliver a topic; closing its subscribers', topic: 'a', subscribers: 2, err: { message: 'history lost' } }])
+  await hub.app.eventHub.publish('b', 'still here')
+  await onB.received(1)
+  t.same(data(onB.events), ['still here'])
+})
+
 t.test('a store that fails: the stream closes (the client reconnects), the error is logged, the next one works', async t => {
   const inner = new MemoryStore()
   let failListen = 2

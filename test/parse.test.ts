@@ -19,6 +19,9 @@ t.test('the WHATWG rules, one by one', async t => {
   t.same(parse([': comment\n\n']), [], 'comments dispatch nothing')
   t.same(parse(['event: e\n\n']), [], 'no data, no event')
   t.same(parse(['id: 1\n\ndata: x\n\n']), [{ type: 'message', data: 'x', lastEventId: '1' }], 'an id without data still sets the last id')
+  const positionOnly = new EventStreamParser(() => t.fail('an id-only frame dispatches nothing'))
+  positionOnly.feed('id: 42\n\n')
+  t.equal(positionOnly.lastEventId, '42', 'lastEventId: what a reconnecting client sends, after an id-only frame too')
   t.same(parse(['id: a\0b\ndata: x\n\n']), [{ type: 'message', data: 'x', lastEventId: '' }], 'an id with NUL is ignored')
   t.same(parse(['retry: 10\ndata: x\n\nretry: 1x\ndata: y\n\n']), [
     { type: 'message', data: 'x', lastEventId: '', retry: 10 },

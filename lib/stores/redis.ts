@@ -7,14 +7,8 @@ import {
   isPositionId, positiveInteger, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreFailure, type StoreListener
 } from './store.js'
 
-export interface RedisStoreOptions {
-  /**
-   * An ioredis client the app already has (for example `app.redis` from @fastify/redis). The store sends its
-   * commands on it and never closes it; it opens one extra connection of its own (a duplicate) for blocking reads.
-   */
-  client?: Redis
-  /** Or a URL or ioredis options: the store opens both connections itself and closes them with the app. */
-  connection?: string | RedisOptions
+/** The store's settings, beside the connection (see RedisStoreOptions). */
+export interface RedisStoreSettings {
   /** The start of every key, with a hash tag so that every key lands in one Cluster slot (default `{sse}`). */
   prefix?: string
   /** Events kept per topic (default 1000). */
@@ -31,6 +25,23 @@ export interface RedisStoreOptions {
   /** Where the reader reports connection trouble it recovers from (for example `app.log`). */
   log?: { warn: (details: object, message: string) => void }
 }
+
+/** Exactly one of `client` (a client the app has) and `connection` (for clients the store opens itself). */
+export type RedisStoreOptions = RedisStoreSettings & (
+  | {
+    /**
+     * An ioredis client the app already has (for example `app.redis` from @fastify/redis). The store sends its
+     * commands on it and never closes it; it opens one extra connection of its own (a duplicate) for blocking reads.
+     */
+    client: Redis
+    connection?: undefined
+  }
+  | {
+    /** A URL or ioredis options: the store opens both connections itself and closes them with the app. */
+    connection: string | RedisOptions
+    client?: undefined
+  }
+)
 
 /** Entries one blocking read or one replay page returns at most. */
 const PAGE = 512
@@ -92,7 +103,7 @@ export class RedisStore implements EventStore {
   readonly #historyAge: number
   readonly #keyTtl: number
   readonly #timeout: number
-  readonly #log: RedisStoreOptions['log']
+  readonly #log: RedisStoreSettings['log']
   readonly #topics = new Map<string, Topic>()
   /** The newest position this instance saw: Redis below it lost writes. */
   #seen = 0
@@ -106,7 +117,7 @@ export class RedisStore implements EventStore {
   #unblockTimer: NodeJS.Timeout | undefined
   readonly #loop: Promise<void>
 
-  constructor (options: RedisStoreOptions = {}) {
+  constructor (options: RedisStoreOptions) {
     const { client, connection } = options
     if ((client === undefined) === (connection === undefined)) {
       throw new FST_SSE_INVALID_OPTION('RedisStore', 'expected exactly one of client (an ioredis client) and connection (a URL or ioredis options)')
@@ -228,11 +239,10 @@ export class RedisStore implements EventStore {
       timer = setTimeout(() => reject(new FST_SSE_STORE_UNAVAILABLE(`no answer from Redis within ${this.#timeout} ms (status ${client.status})`)), this.#timeout)
     })
     try {
-      if (client.status === 'end') throw new FST_SSE_STORE_UNAVAILABLE('the Redis client was closed')
       if (client.status !== 'ready' && client.status !== 'wait') {
         await Promise.race([new Promise<void>(resolve => { onReady = resolve; client.once('ready', resolve) }), expired])
       }
-      const sent = send()
+      const sent = send().catch(storeError)
       sent.catch(noop) // when the timeout wins, a late failure has nobody to tell
       return await Promise.race([sent, expired])
     } finally {
@@ -374,6 +384,12 @@ export class RedisStore implements EventStore {
 
 const noop = (): void => {}
 
+/** Redis's own answers (a script error, say) as they are; a lost connection as the store being unavailable. */
+function storeError (err: Error): never {
+  if (err.name === 'ReplyError') throw err
+  throw new FST_SSE_STORE_UNAVAILABLE(err.message)
+}
+
 /** A prefix without a hash tag gets one, so that every key of the store is in one Cluster slot. */
 function prefixOf (prefix: unknown): string {
   if (typeof prefix !== 'string' || prefix === '') throw new FST_SSE_INVALID_OPTION('prefix', 'expected a non-empty string')
@@ -390,7 +406,8 @@ function field (fields: string[], name: string): string | undefined {
 }
 
 function fromEntry (topic: string, [id, fields]: Entry): StoredEvent {
-  return stored(topic, seqOf(id), field(fields, 'i'), field(fields, 'e'), field(fields, 'd') ?? '')
+  // The append script writes data into every entry.
+  return stored(topic, seqOf(id), field(fields, 'i'), field(fields, 'e'), field(fields, 'd') as string)
 }
 
 function stored (topic: string, seq: number, id: string | undefined, event: string | undefined, data: string): StoredEvent {
