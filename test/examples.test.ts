@@ -1,6 +1,8 @@
 import { once } from 'node:events'
 import type { IncomingMessage } from 'node:http'
 import t from 'tap'
+import { MemoryStore } from '../index.js'
+import { buildNewsroom } from '../examples/newsroom.js'
 import { get, readUntil, startDemo } from './helpers.js'
 
 /** The news items in a chunk of the stream, with their ids. */
@@ -17,7 +19,8 @@ async function readNews (response: IncomingMessage, count: number): Promise<Arra
 t.test('the live demo: broadcast chat and news, resume after a drop or a reload, resync, clean shutdown', async t => {
   const { child, url } = await startDemo(t, 10)
   const page = await readUntil(await get(`${url}/`), '</html>')
-  t.match(page, /new EventSource\('\/events' \+ query\)/)
+  t.match(page, /new EventSource\(base\(\) \+ '\/events' \+ query\)/)
+  t.same(await (await fetch(`${url}/instance`)).json(), { name: 'single', instances: [] }, 'one instance: the page stays on its origin')
 
   const first = await get(`${url}/events`)
   t.equal(first.headers['content-type'], 'text/event-stream; charset=utf-8')
@@ -60,4 +63,17 @@ t.test('the live demo: broadcast chat and news, resume after a drop or a reload,
   child.kill('SIGTERM')
   const [code] = await once(child, 'exit')
   t.equal(code, 0, 'SIGTERM closes the server cleanly')
+})
+
+t.test('a newsroom instance that only serves: the store it is given, where the others are, no news of its own', async t => {
+  const store = new MemoryStore()
+  const app = await buildNewsroom({ tickMs: 0, store, name: 'B', instances: () => [{ name: 'A', url: 'http://a.example' }, { name: 'B', url: 'http://b.example' }] })
+  t.teardown(() => app.close())
+  const instance = await app.inject('/instance')
+  t.same(instance.json(), { name: 'B', instances: [{ name: 'A', url: 'http://a.example' }, { name: 'B', url: 'http://b.example' }] })
+  t.equal(instance.headers['access-control-allow-origin'], '*', 'the other instances\' pages may read it')
+  await store.append('news', { data: '{"n":1}', event: 'news' })
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.equal(app.eventHub.stats().published, 0, 'no news published by this instance')
+  t.same((await store.readAfter(['news'], '0')).events, null)
 })

@@ -138,9 +138,12 @@ export async function fillSocket (stream: EventStream): Promise<{ waiting: Promi
 /** The demo that `npm start` runs, from the build that `npm test` makes first. */
 const LIVE_DEMO = fileURLToPath(new URL('../dist/examples/live.js', import.meta.url))
 
-/** Starts the demo on a free loopback port with a news tick every `tickMs`; killed when the test ends. */
-export async function startDemo (t: Test, tickMs: number): Promise<{ child: ChildProcessWithoutNullStreams, url: string }> {
-  const child = spawn(process.execPath, [LIVE_DEMO], { env: { ...process.env, PORT: '0', HOST: '127.0.0.1', TICK_MS: String(tickMs) } })
+/**
+ * Starts the demo on a free loopback port with a news tick every `tickMs` (and `env`, REDIS_URL say); killed when the
+ * test ends. Resolves with the URL of the first instance.
+ */
+export async function startDemo (t: Test, tickMs: number, env: Record<string, string> = {}): Promise<{ child: ChildProcessWithoutNullStreams, url: string }> {
+  const child = spawn(process.execPath, [LIVE_DEMO], { env: { ...process.env, PORT: '0', HOST: '127.0.0.1', TICK_MS: String(tickMs), ...env } })
   t.teardown(() => child.kill())
   let log = ''
   const url = await new Promise<string>(resolve => {

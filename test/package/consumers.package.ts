@@ -182,6 +182,45 @@ for (const fastify of [CURRENT_FASTIFY, OLDEST_FASTIFY]) {
       })
     }
 
+    t.test('the Redis store from its subpath, once ioredis is installed (the setups above ran without it)', async t => {
+      const { output: before } = await sh('npm', ['ls', 'ioredis', '--parseable'], dir)
+      t.equal(before.trim(), '', 'the app had no ioredis: the main entry loads nothing of it')
+      const install = await sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', `ioredis@${await installed('ioredis')}`], dir)
+      t.equal(install.code, 0, install.output)
+      const source = `
+import { RedisStore } from 'fastify-event-stream/redis'
+import type { EventStore } from 'fastify-event-stream'
+const store: EventStore = new RedisStore({ connection: { lazyConnect: true }, prefix: '{consumer}' })
+console.log(typeof RedisStore)
+await store.close()
+`
+      for (const [name, compilerOptions, file, output] of [
+        ['nodenext', { module: 'nodenext' }, 'redis.mts', 'redis.mjs'],
+        ['bundler', { module: 'preserve', moduleResolution: 'bundler' }, 'redis.ts', 'redis.js']
+      ] as const) {
+        const out = join(dir, 'out', `redis-${name}`)
+        await writeFile(join(dir, file), source)
+        const tsconfig = join(dir, `tsconfig.redis-${name}.json`)
+        await writeFile(tsconfig, JSON.stringify({
+          compilerOptions: { target: 'ES2022', strict: true, skipLibCheck: false, types: ['node'], outDir: out, ...compilerOptions },
+          files: [file]
+        }))
+        const compiled = await sh(join(dir, 'node_modules/.bin/tsc'), ['-p', tsconfig], dir)
+        t.equal(compiled.code, 0, `${name}: tsc: ${compiled.output}`)
+        const ran = await sh(process.execPath, [join(out, output)], dir)
+        t.equal(ran.output.trim(), 'function', `${name}: runs`)
+      }
+      // node10 resolution has no exports map: typesVersions points it at the declarations.
+      await writeFile(join(dir, 'redis-node10.cts'), "import { RedisStore } from 'fastify-event-stream/redis'\nexport const made: typeof RedisStore = RedisStore\n")
+      const tsconfig = join(dir, 'tsconfig.redis-node10.json')
+      await writeFile(tsconfig, JSON.stringify({
+        compilerOptions: { target: 'ES2022', strict: true, skipLibCheck: false, types: ['node'], module: 'commonjs', moduleResolution: 'node10', esModuleInterop: true, noEmit: true },
+        files: ['redis-node10.cts']
+      }))
+      const compiled = await sh(join(dir, 'node_modules/.bin/tsc'), ['-p', tsconfig], dir)
+      t.equal(compiled.code, 0, `node10: tsc: ${compiled.output}`)
+    })
+
     t.test('plain CommonJS JavaScript: require() as the README shows', async t => {
       await writeFile(join(dir, 'app.cjs'), `
         const Fastify = require('fastify')
