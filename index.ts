@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchema, FastifyTypeProvider, RouteGenericInterface, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { ResolveFastifyRequestType } from 'fastify/types/type-provider.js'
 import { EventHub } from './lib/hub.js'
@@ -19,8 +19,24 @@ export type { JsonItem, MessageItem, Source, SourceItem } from './lib/source.js'
 export { EventStreamParser, type ParsedEvent } from './lib/parse.js'
 export { injectEventStream, type InjectedEventStream } from './lib/testing.js'
 
-/** The type of `stream.lastEventId` for a route: its header schema's `last-event-id`, else string. */
-export type LastEventIdOf<Headers> = 'last-event-id' extends keyof Headers ? Exclude<Headers['last-event-id'], undefined> : string
+/**
+ * Which query parameter carries the last event id, for the types (the `lastEventIdQuery` option at run time):
+ * `lastEventId` unless an app names another by augmenting this interface:
+ * `declare module 'fastify-event-stream' { interface LastEventIdQuery { name: 'since' } }`.
+ */
+export interface LastEventIdQuery {}
+type QueryName = LastEventIdQuery extends { name: infer Name extends string } ? Name : 'lastEventId'
+
+/**
+ * The type of `stream.lastEventId` for a route: its header schema's `last-event-id` (else string), or its
+ * querystring schema's last-event-id parameter.
+ */
+export type LastEventIdOf<Headers, Querystring = unknown> =
+  | ('last-event-id' extends keyof Headers ? Exclude<Headers['last-event-id'], undefined> : string)
+  | (QueryName extends keyof Querystring ? Exclude<Querystring[QueryName], undefined> : never)
+
+type RequestTypeOf<TypeProvider extends FastifyTypeProvider, SchemaCompiler extends FastifySchema, RouteGeneric extends RouteGenericInterface> =
+  ResolveFastifyRequestType<TypeProvider, SchemaCompiler, RouteGeneric>
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -37,7 +53,8 @@ declare module 'fastify' {
      * Opens a Server-Sent Events stream: hijacks the reply, writes the status (argument, else the reply's) and the
      * stream headers, and flushes them at once. Throws FST_SSE_REPLY_SENT or FST_SSE_INVALID_STATUS.
      */
-    sse<Events extends EventMap = EventMap> (status?: number): EventStream<Events, LastEventIdOf<ResolveFastifyRequestType<TypeProvider, SchemaCompiler, RouteGeneric>['headers']>>
+    sse<Events extends EventMap = EventMap> (status?: number): EventStream<Events, LastEventIdOf<
+      RequestTypeOf<TypeProvider, SchemaCompiler, RouteGeneric>['headers'], RequestTypeOf<TypeProvider, SchemaCompiler, RouteGeneric>['query']>>
   }
 }
 
@@ -47,15 +64,15 @@ type StreamReply = FastifyReply & { [kStream]: EventStream<any, any> | null }
 type Handler = (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => unknown
 
 const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, options) => {
-  const { heartbeat, maxBufferedBytes, retry, hub: hubOptions } = resolveOptions(options)
+  const { heartbeat, maxBufferedBytes, retry, reconnectWindow, maxStreamAge, lastEventIdQuery, hub: hubOptions } = resolveOptions(options)
   // A stream that ends, for whatever reason, leaves the registry and with it the hub's topics.
-  const registry = new StreamRegistry(heartbeat, stream => hub.unsubscribe(stream))
+  const registry = new StreamRegistry({ heartbeat, reconnectWindow, maxStreamAge }, stream => hub.unsubscribe(stream))
   const hub = new EventHub({ ...hubOptions, log: fastify.log, counters: registry })
   fastify.decorate('openEventStreams', { getter: () => registry.size })
   fastify.decorate('eventHub', hub)
   fastify.decorateReply(kStream, null)
   fastify.decorateReply('sse', function sse (this: FastifyReply, status?: number) {
-    const stream = openEventStream(this, status, { maxBufferedBytes, retry, registry })
+    const stream = openEventStream(this, status, { maxBufferedBytes, retry, registry, lastEventIdQuery })
     ;(this as StreamReply)[kStream] = stream
     return stream
   })

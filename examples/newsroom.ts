@@ -36,7 +36,8 @@ export interface NewsroomOptions {
 
 export async function buildNewsroom ({ tickMs, store, name = 'single', instances = () => [] }: NewsroomOptions) {
   const app = Fastify({ logger: true })
-  await app.register(fastifyEventStream, { retry: 1000, hub: store === undefined ? { historySize: 500 } : { store } })
+  // The page passes its last id as ?lastEventId= after a reload (EventSource cannot set the header).
+  await app.register(fastifyEventStream, { retry: 1000, lastEventIdQuery: 'lastEventId', hub: store === undefined ? { historySize: 500 } : { store } })
   const hub = app.eventHub as EventHub<LiveEvents>
   // Beside this file in the sources; two folders up from its build in dist/examples.
   const page = await readFile(new URL(import.meta.url.includes('/dist/examples/') ? '../../examples/live.html' : './live.html', import.meta.url), 'utf8')
@@ -50,12 +51,12 @@ export async function buildNewsroom ({ tickMs, store, name = 'single', instances
 
   app.get<{ Querystring: { lastEventId?: string } }>('/events', {
     schema: { querystring: { type: 'object', properties: { lastEventId: { type: 'string', maxLength: 64 } } } }
-  }, (request, reply) => {
+  }, (_request, reply) => {
     const stream = reply.sse()
     streams.add(stream)
     stream.signal.addEventListener('abort', () => streams.delete(stream))
-    // EventSource sends Last-Event-ID on its own reconnects; after a reload, the page passes the id it kept.
-    hub.subscribe(stream, TOPICS, { lastEventId: stream.lastEventId ?? request.query.lastEventId })
+    // From Last-Event-ID on EventSource's own reconnects, from ?lastEventId= after a reload.
+    hub.subscribe(stream, TOPICS)
   })
 
   app.post<{ Params: { room: string }, Body: { name: string, text: string } }>('/rooms/:room/messages', {

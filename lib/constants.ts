@@ -18,6 +18,8 @@ export const ACCEL_BUFFERING_VALUE = 'no'
 
 export const DEFAULT_HEARTBEAT_MS = 15_000
 export const DEFAULT_MAX_BUFFERED_BYTES = 1024 * 1024
+/** The window of the reconnect hint a stream gets when the server ends it: clients come back spread over 1-10 s. */
+export const DEFAULT_RECONNECT_WINDOW: readonly [number, number] = [1000, 10_000]
 
 /**
  * How long close() waits for a client to take the bytes still queued before the socket is destroyed,

@@ -30,6 +30,10 @@ export interface HubStats {
   delivered: number
   /** Streams cut off because their client was too slow (on this instance, subscribed or not). */
   cutOff: number
+  /** Streams ended at maxStreamAge (on this instance, subscribed or not). */
+  endedByAge: number
+  /** Streams ended by the server's shutdown (on this instance, subscribed or not). */
+  endedByShutdown: number
 }
 
 export interface HubSettings {
@@ -38,7 +42,7 @@ export interface HubSettings {
   resyncEvent: string
   /** How many live events may wait for one subscriber while its replay is written, before it is cut off. */
   maxPending: number
-  counters: { readonly size: number, readonly cutOff: number }
+  counters: { readonly size: number, readonly cutOff: number, readonly endedByAge: number, readonly endedByShutdown: number }
 }
 
 interface Subscription {
@@ -129,8 +133,8 @@ export class EventHub<Events extends EventMap = EventMap> {
   stats (): HubStats {
     const subscribers: Record<string, number> = Object.create(null)
     for (const [name, topic] of this.#topics) subscribers[name] = topic.subscribers.size
-    const { size, cutOff } = this.#settings.counters
-    return { openStreams: size, subscribers, published: this.#published, delivered: this.#delivered, cutOff }
+    const { size, cutOff, endedByAge, endedByShutdown } = this.#settings.counters
+    return { openStreams: size, subscribers, published: this.#published, delivered: this.#delivered, cutOff, endedByAge, endedByShutdown }
   }
 
   /** Closes the store. Streams were closed before (in preClose), which took them out of their topics. */

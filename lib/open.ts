@@ -12,6 +12,7 @@ export interface OpenSettings {
   maxBufferedBytes: number
   retry: number | undefined
   registry: StreamRegistry
+  lastEventIdQuery: string | false
 }
 
 type Headers = Record<string, number | string | string[] | undefined>
@@ -35,7 +36,9 @@ export function openEventStream (reply: FastifyReply, status: number | undefined
   reply.hijack()
   raw.writeHead(code, streamHeaders(reply, raw))
   const request = reply.request
-  const stream = new EventStream(raw, lastEventIdOf(request.headers[LAST_EVENT_ID_HEADER]), {
+  // The header wins; the query parameter serves the first connection after a page load, which has no header.
+  const query = settings.lastEventIdQuery === false ? undefined : (request.query as Record<string, unknown> | undefined)?.[settings.lastEventIdQuery]
+  const stream = new EventStream(raw, lastEventIdOf(request.headers[LAST_EVENT_ID_HEADER]) ?? lastEventIdOf(query), {
     maxBufferedBytes: settings.maxBufferedBytes,
     log: reply.log,
     owner: settings.registry
@@ -65,6 +68,6 @@ function streamHeaders (reply: FastifyReply, raw: { hasHeader (name: string): bo
   return headers
 }
 
-function lastEventIdOf (header: unknown): unknown {
-  return header === '' ? undefined : header
+function lastEventIdOf (value: unknown): unknown {
+  return value === '' ? undefined : value
 }

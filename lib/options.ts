@@ -1,4 +1,4 @@
-import { DEFAULT_HEARTBEAT_MS, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BUFFERED_BYTES, RESYNC_EVENT } from './constants.js'
+import { DEFAULT_HEARTBEAT_MS, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_RECONNECT_WINDOW, RESYNC_EVENT } from './constants.js'
 import { FST_SSE_INVALID_OPTION } from './errors.js'
 import { MemoryStore } from './stores/memory.js'
 import { positiveInteger, type EventStore } from './stores/store.js'
@@ -24,6 +24,24 @@ export interface FastifyEventStreamOptions {
   maxBufferedBytes?: number
   /** Reconnection hint in milliseconds, written as `retry:` when a stream opens. */
   retry?: number
+  /**
+   * When the server ends streams itself (on shutdown, or at maxStreamAge), each gets a `retry:` hint drawn at random
+   * from this window of milliseconds, so that their clients come back spread over it instead of as one wave
+   * (default [1000, 10000]); false sends no hint.
+   */
+  reconnectWindow?: readonly [min: number, max: number] | false
+  /**
+   * Milliseconds after which a stream is ended (with a reconnect hint), so that connections rebalance across
+   * instances and credentials are checked again; off by default.
+   */
+  maxStreamAge?: number | false
+  /** Each stream's age limit is maxStreamAge less a random share of this many ms (default a tenth of maxStreamAge). */
+  maxStreamAgeJitter?: number
+  /**
+   * A query parameter that carries the last event id when the Last-Event-ID header does not (the header wins): the
+   * first connection after a page load, since EventSource cannot set headers. Off by default.
+   */
+  lastEventIdQuery?: string | false
   /** The broadcast hub (`fastify.eventHub`): its store and history. */
   hub?: HubOptions
 }
@@ -32,6 +50,9 @@ export interface ResolvedOptions {
   heartbeat: number | false
   maxBufferedBytes: number
   retry: number | undefined
+  reconnectWindow: readonly [number, number] | false
+  maxStreamAge: { age: number, jitter: number } | false
+  lastEventIdQuery: string | false
   hub: { store: EventStore, maxPending: number, resyncEvent: string }
 }
 
@@ -49,7 +70,45 @@ export function resolveOptions (options: FastifyEventStreamOptions): ResolvedOpt
   if (retry !== undefined && !(typeof retry === 'number' && Number.isFinite(retry) && retry >= 0)) {
     throw new FST_SSE_INVALID_OPTION('retry', `expected a non-negative number of milliseconds, got ${String(retry)}`)
   }
-  return { heartbeat, maxBufferedBytes, retry, hub: resolveHubOptions(options.hub ?? {}) }
+  return {
+    heartbeat,
+    maxBufferedBytes,
+    retry,
+    reconnectWindow: resolveReconnectWindow(options.reconnectWindow ?? DEFAULT_RECONNECT_WINDOW),
+    maxStreamAge: resolveMaxStreamAge(options.maxStreamAge ?? false, options.maxStreamAgeJitter),
+    lastEventIdQuery: resolveLastEventIdQuery(options.lastEventIdQuery ?? false),
+    hub: resolveHubOptions(options.hub ?? {})
+  }
+}
+
+function resolveReconnectWindow (window: unknown): ResolvedOptions['reconnectWindow'] {
+  if (window === false) return false
+  if (!Array.isArray(window) || window.length !== 2 || !window.every(ms => Number.isInteger(ms) && ms >= 0 && ms <= MAX_TIMER_MS) ||
+    window[0] > window[1]) {
+    throw new FST_SSE_INVALID_OPTION('reconnectWindow', `expected [min, max] of whole milliseconds with min <= max, or false, got ${JSON.stringify(window)}`)
+  }
+  return [window[0], window[1]]
+}
+
+function resolveMaxStreamAge (age: unknown, jitter: unknown): ResolvedOptions['maxStreamAge'] {
+  if (age === false) {
+    if (jitter !== undefined) throw new FST_SSE_INVALID_OPTION('maxStreamAgeJitter', 'has no effect without maxStreamAge')
+    return false
+  }
+  if (!(isPositiveInteger(age) && age <= MAX_TIMER_MS)) {
+    throw new FST_SSE_INVALID_OPTION('maxStreamAge', `expected an integer of milliseconds in 1-${MAX_TIMER_MS} or false, got ${String(age)}`)
+  }
+  const spread = jitter ?? Math.floor(age / 10)
+  if (!(Number.isInteger(spread) && (spread as number) >= 0 && (spread as number) < age)) {
+    throw new FST_SSE_INVALID_OPTION('maxStreamAgeJitter', `expected whole milliseconds below maxStreamAge, got ${String(jitter)}`)
+  }
+  return { age, jitter: spread as number }
+}
+
+function resolveLastEventIdQuery (name: unknown): string | false {
+  if (name === false) return false
+  if (typeof name !== 'string' || name === '') throw new FST_SSE_INVALID_OPTION('lastEventIdQuery', 'expected the name of a query parameter, or false')
+  return name
 }
 
 const STORE_METHODS = ['append', 'readAfter', 'listen', 'close'] as const

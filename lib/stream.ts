@@ -67,7 +67,9 @@ function join (frames: Frame[]): Uint8Array {
 
 /** Package-internal: let the registry reach a stream without a public method. */
 export const kHeartbeat = Symbol('fastify-event-stream.heartbeat')
-export const kShutdown = Symbol('fastify-event-stream.shutdown')
+export const kEnd = Symbol('fastify-event-stream.end')
+export const kOpenedAt = Symbol('fastify-event-stream.opened-at')
+export const kDeadline = Symbol('fastify-event-stream.deadline')
 export const kCutOff = Symbol('fastify-event-stream.cut-off')
 const kDrain = Symbol('fastify-event-stream.drain')
 const kError = Symbol('fastify-event-stream.error')
@@ -80,8 +82,11 @@ const kResponseStream = Symbol('fastify-event-stream.response-stream')
  * socket is full and is bounded by maxBufferedBytes; writes never reject and resolve false once the stream ended.
  */
 export class EventStream<Events extends EventMap = EventMap, LastEventId = string> {
-  /** The Last-Event-ID request header, undefined when absent or empty. */
+  /** The Last-Event-ID request header (else the lastEventIdQuery parameter), undefined when absent or empty. */
   readonly lastEventId: LastEventId | undefined
+  /** When the stream opened and when it ends of age (ms since the epoch); set by the registry with maxStreamAge. */
+  [kOpenedAt] = 0;
+  [kDeadline] = Infinity
   readonly #res: RawResponse
   readonly #settings: StreamSettings
   #controller: AbortController | undefined
@@ -224,12 +229,14 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   }
 
   /**
-   * Server shutdown: close, then end the HTTP/2 session gracefully (GOAWAY), since the server waits for every
-   * session; an HTTP/1.1 connection left idle is closed by Fastify itself.
+   * The server ends the stream (its age, or shutdown): the reconnect hint if any, then close. On shutdown, the
+   * HTTP/2 session is ended gracefully too (GOAWAY), since the server waits for every session; an HTTP/1.1
+   * connection left idle is closed by Fastify itself.
    */
-  async [kShutdown] (): Promise<void> {
+  async [kEnd] (hint: Uint8Array | undefined, shutdown: boolean): Promise<void> {
     // Taken first: a closed HTTP/2 stream no longer knows its session.
-    const session = this.#res.stream?.session
+    const session = shutdown ? this.#res.stream?.session : undefined
+    if (hint !== undefined) this.#enqueue(hint)
     await this.close()
     session?.close()
   }

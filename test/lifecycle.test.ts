@@ -53,7 +53,8 @@ t.test('fastify.close() ends hundreds of open streams and resolves promptly', as
   t.ok(streams.every(stream => stream.closed && stream.signal.aborted), 'every stream ended and aborted')
   t.equal(app.openEventStreams, 0)
   const received = await bodies
-  t.ok(received.every(body => body === 'data: hello\n\n'), 'every client got its data and a clean end')
+  const hints = received.map(body => Number(/^data: hello\n\nretry: (\d+)\n\n$/.exec(body)?.[1]))
+  t.ok(hints.every(hint => hint >= 1000 && hint <= 10_000), 'every client got its data, a reconnect hint in the default window, and a clean end')
   t.ok(responses.every(response => response.complete), 'every response ended with the terminating chunk')
 })
 
@@ -182,6 +183,6 @@ t.test('HTTP/2: fastify.close() ends open streams', async t => {
   t.equal(await readUntil(request, '\n\n'), 'data: open\n\n')
   const body = readAll(request)
   await app.close()
-  t.equal(await body, '')
+  t.match(await body, /^retry: \d+\n\n$/, 'the reconnect hint, then the end')
   session.close()
 })

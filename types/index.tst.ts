@@ -90,6 +90,9 @@ test('lastEventId follows a type provider\'s header schema', () => {
 
 test('exports', () => {
   expect<LastEventIdOf<unknown>>().type.toBe<string>()
+  expect<LastEventIdOf<unknown, { lastEventId?: number }>>().type.toBe<string | number>()
+  expect<LastEventIdOf<{ 'last-event-id'?: `${number}` }, { lastEventId?: number, other: boolean }>>().type.toBe<`${number}` | number>()
+  expect<LastEventIdOf<{ 'last-event-id'?: 'a' }, { since?: number }>>().type.toBe<'a'>()
   expect<LastEventIdOf<{ 'last-event-id'?: 'a' | 'b' }>>().type.toBe<'a' | 'b'>()
   expect(encodeMessage('x', { id: 1 })).type.toBe<EncodedMessage>()
   expect(encodeComment('x')).type.toBe<EncodedMessage>()
@@ -166,4 +169,19 @@ test('stores', () => {
   expect(app.register).type.toBeCallableWith(fastifyEventStream, { hub: { store: new MemoryStore(), resyncEvent: 'reload' } })
   expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { hub: { store: {} } })
   expect<StoredEvent>().type.toBe<{ readonly topic: string, readonly seq: number, readonly id: string, readonly event?: string, readonly data: string }>()
+})
+
+test('lastEventId follows the route querystring too (lastEventIdQuery): the header or the query parameter', () => {
+  app.get<{ Querystring: { lastEventId?: number } }>('/q', (_request, reply) => {
+    expect(reply.sse().lastEventId).type.toBe<string | number | undefined>()
+  })
+  app.get<{ Headers: { 'last-event-id'?: `${number}` }, Querystring: { lastEventId?: `${number}` } }>('/q2', (_request, reply) => {
+    expect(reply.sse().lastEventId).type.toBe<`${number}` | undefined>()
+  })
+  expect(app.register).type.toBeCallableWith(fastifyEventStream, { lastEventIdQuery: 'lastEventId', maxStreamAge: 3_600_000, maxStreamAgeJitter: 60_000 })
+  expect(app.register).type.toBeCallableWith(fastifyEventStream, { reconnectWindow: [1000, 5000], maxStreamAge: false, lastEventIdQuery: false })
+  expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { reconnectWindow: 5000 })
+  expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { lastEventIdQuery: true })
+  expect(app.eventHub.stats().endedByAge).type.toBe<number>()
+  expect(app.eventHub.stats().endedByShutdown).type.toBe<number>()
 })

@@ -182,6 +182,31 @@ for (const fastify of [CURRENT_FASTIFY, OLDEST_FASTIFY]) {
       })
     }
 
+    t.test('an app that names its own last-event-id query parameter tells the types by augmentation', async t => {
+      await writeFile(join(dir, 'augment.mts'), `
+import Fastify from 'fastify'
+import fastifyEventStream from 'fastify-event-stream'
+declare module 'fastify-event-stream' {
+  interface LastEventIdQuery { name: 'since' }
+}
+const app = Fastify()
+await app.register(fastifyEventStream, { lastEventIdQuery: 'since' })
+app.get<{ Querystring: { since?: number } }>('/events', (_request, reply) => {
+  const id: string | number | undefined = reply.sse().lastEventId
+  // @ts-expect-error the query parameter's type is part of it
+  const narrow: string | undefined = reply.sse().lastEventId
+  void [id, narrow]
+})
+`)
+      const tsconfig = join(dir, 'tsconfig.augment.json')
+      await writeFile(tsconfig, JSON.stringify({
+        compilerOptions: { target: 'ES2022', strict: true, skipLibCheck: false, types: ['node'], module: 'nodenext', noEmit: true },
+        files: ['augment.mts']
+      }))
+      const compiled = await sh(join(dir, 'node_modules/.bin/tsc'), ['-p', tsconfig], dir)
+      t.equal(compiled.code, 0, `tsc: ${compiled.output}`)
+    })
+
     t.test('the Redis store from its subpath, once ioredis is installed (the setups above ran without it)', async t => {
       const { output: before } = await sh('npm', ['ls', 'ioredis', '--parseable'], dir)
       t.equal(before.trim(), '', 'the app had no ioredis: the main entry loads nothing of it')
