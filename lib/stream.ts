@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
+import { Socket } from 'node:net'
 import { CLOSE_GRACE_MS } from './constants.js'
 import { encodeComment, jsonData, messageFrame, type EncodedMessage, type MessageData, type MessageOptions } from './encode.js'
 import { FST_SSE_INVALID_FIELD, FST_SSE_INVALID_OPTION } from './errors.js'
@@ -65,6 +66,28 @@ function join (frames: Frame[]): Uint8Array {
   return Buffer.concat(frames.map(frame => typeof frame === 'string' ? Buffer.from(frame) : frame))
 }
 
+/** What the direct path needs of an HTTP/1.1 response (http.ServerResponse after writeHead). */
+interface Http1Response {
+  readonly chunkedEncoding?: boolean
+  readonly socket?: unknown
+}
+
+const CRLF = Buffer.from('\r\n')
+const chunks = new WeakMap<Uint8Array, Buffer>()
+
+/**
+ * The frame as one HTTP/1.1 chunk (its size in hex, CRLF, the frame, CRLF), made once per frame however many
+ * streams it goes to. Never for an empty frame: an empty chunk ends the body.
+ */
+function chunkOf (frame: Uint8Array): Buffer {
+  let chunk = chunks.get(frame)
+  if (chunk === undefined) {
+    chunk = Buffer.concat([Buffer.from(frame.length.toString(16), 'latin1'), CRLF, frame, CRLF])
+    chunks.set(frame, chunk)
+  }
+  return chunk
+}
+
 /** Package-internal: let the registry reach a stream without a public method. */
 export const kHeartbeat = Symbol('fastify-event-stream.heartbeat')
 export const kEnd = Symbol('fastify-event-stream.end')
@@ -101,11 +124,18 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   #finished = false
   #active = false
   #graceTimer: NodeJS.Timeout | undefined
+  /** The socket of an HTTP/1.1 chunked response, which an encoded frame may go to straight (see write()). */
+  readonly #socket: Socket | undefined
+  #onSocketDrain: (() => void) | undefined
 
   constructor (res: RawResponse, lastEventId: LastEventId | undefined, settings: StreamSettings) {
     this.#res = res
     this.#settings = settings
     this.lastEventId = lastEventId
+    // writeHead() decided the framing: only a chunked HTTP/1.1 body on a real socket takes chunks of ours (not
+    // HTTP/2, not HTTP/1.0, not app.inject(), whose response has a socket of its own kind).
+    const { chunkedEncoding, socket } = res as Http1Response
+    this.#socket = chunkedEncoding === true && socket instanceof Socket ? socket : undefined
     // Shared listeners that find the stream through the response: no closures per stream.
     ;(res as OwnedResponse)[kResponseStream] = this
     res.on('drain', onDrain)
@@ -144,7 +174,22 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
    */
   write (frame: EncodedMessage): Promise<boolean> {
     if (!(frame instanceof Uint8Array)) throw new FST_SSE_INVALID_FIELD('write() takes a frame from encodeMessage()')
+    // An idle HTTP/1.1 stream takes the frame as one ready-made chunk, shared by every stream it goes to: one socket
+    // write, no tick of its own. Anything waiting (a batch, a queue, bytes in the socket) keeps the ordinary path.
+    if (this.#socket !== undefined && !this.#ending && !this.#blocked && this.#batch.length === 0 && this.#res.writableLength === 0 &&
+      frame.length > 0) {
+      this.#active = true
+      if (!this.#socket.write(chunkOf(frame))) this.#waitForSocket(this.#socket)
+      return WRITTEN
+    }
     return this.#enqueue(frame)
+  }
+
+  /** The socket took a chunk of ours but is full: the response will not say when it drains, so the socket does. */
+  #waitForSocket (socket: Socket): void {
+    this.#blocked = true
+    this.#onSocketDrain ??= () => this[kDrain]()
+    socket.once('drain', this.#onSocketDrain)
   }
 
   /** Sends a comment, which clients ignore (useful as a keep-alive). */
@@ -326,6 +371,8 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#finished = true
     if (!this.#ending) this.#beginEnd()
     clearTimeout(this.#graceTimer)
+    // The connection may serve another request: it must not call back into this stream.
+    if (this.#onSocketDrain !== undefined) this.#socket?.off('drain', this.#onSocketDrain)
     this.#batch = []
     this.#batchSize = 0
     const queue = this.#queue
