@@ -9,11 +9,14 @@ import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { open, openMany } from './client.js'
 
-const ALL = ['ours', 'ours (hub)', 'node:http', '@fastify/sse', 'fastify-sse-v2', 'better-sse']
+const FLOOR = 'node:http (socket)'
+const ALL = ['ours', 'ours (hub)', 'node:http', FLOOR, '@fastify/sse', 'fastify-sse-v2', 'better-sse']
 const IMPLS = process.env.BENCH_IMPLS === undefined ? ALL : ALL.filter(impl => (process.env.BENCH_IMPLS as string).split(',').includes(impl))
 /** The hub's burst is the core's: it is measured in fan-out and idle only. */
 const HUB = 'ours (hub)'
 const OTHERS = IMPLS.filter(impl => impl !== 'ours' && impl !== HUB)
+/** The hub against the two plain servers: res.write() and the pre-framed socket floor. */
+const HUB_VERSUS = ['node:http', FLOOR]
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1000,10000').split(',').map(Number)
 const BURST = Number(process.env.BENCH_BURST ?? 100_000)
@@ -24,7 +27,9 @@ interface Server { port: number, stop: () => void }
 interface Stats { rss: number, heapUsed: number, cpu: number, subscribers: number }
 
 async function start (impl: string): Promise<Server> {
-  const child = spawn(process.execPath, ['--expose-gc', SERVER, impl], { stdio: ['ignore', 'pipe', 'inherit'] })
+  // BENCH_NODE_ARGS: extra flags for the servers, `--cpu-prof` say.
+  const flags = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []
+  const child = spawn(process.execPath, ['--expose-gc', ...flags, SERVER, impl], { stdio: ['ignore', 'pipe', 'inherit'] })
   const port = await new Promise<number>(resolve => child.stdout.once('data', data => resolve(Number(String(data).trim()))))
   return { port, stop: () => child.kill() }
 }
@@ -136,7 +141,8 @@ for (let round = 1; round <= ROUNDS; round++) {
   for (const impl of IMPLS) {
     const server = servers.get(impl) as Server
     process.stderr.write(`round ${round} ${impl}\n`)
-    if (impl !== HUB) record('burst', impl, await burst(server))
+    // The burst is the core's for the hub, and res.write()'s for the floor (which differs in broadcasts only).
+    if (impl !== HUB && impl !== FLOOR) record('burst', impl, await burst(server))
     for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
     record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))
   }
@@ -146,14 +152,14 @@ for (const server of servers.values()) server.stop()
 const LOWER_IS_BETTER = /p50|p99|cpu|PerStream/
 const fmt = (value: number): string => Number.isNaN(value) ? '–' : value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(2)
 const ratio = (value: number): string => Number.isNaN(value) ? '–' : `${value.toFixed(2)}×`
-const lines = [`| scenario / metric | ${IMPLS.join(' | ')} | ${OTHERS.map(impl => `ours vs ${impl}`).join(' | ')} | hub vs node:http |`,
-  `|---|${IMPLS.map(() => '---:').join('|')}|${OTHERS.map(() => '---:').join('|')}|---:|`]
+const lines = [`| scenario / metric | ${IMPLS.join(' | ')} | ${OTHERS.map(impl => `ours vs ${impl}`).join(' | ')} | ${HUB_VERSUS.map(impl => `hub vs ${impl}`).join(' | ')} |`,
+  `|---|${IMPLS.map(() => '---:').join('|')}|${OTHERS.map(() => '---:').join('|')}|${HUB_VERSUS.map(() => '---:').join('|')}|`]
 for (const [key, row] of results) {
   const medianOf = (impl: string): number => median(row.get(impl) ?? [NaN])
   const lower = LOWER_IS_BETTER.test(key)
   // Ratios read "how many times better the first is": above 1 means it leads, whatever the metric's direction.
   const better = (a: number, b: number): number => lower ? b / a : a / b
-  const ratios = [...OTHERS.map(other => better(medianOf('ours'), medianOf(other))), better(medianOf(HUB), medianOf('node:http'))]
+  const ratios = [...OTHERS.map(other => better(medianOf('ours'), medianOf(other))), ...HUB_VERSUS.map(other => better(medianOf(HUB), medianOf(other)))]
   lines.push(`| ${key} (${lower ? 'lower' : 'higher'} is better) | ${IMPLS.map(impl => fmt(medianOf(impl))).join(' | ')} | ${ratios.map(ratio).join(' | ')} |`)
 }
 const table = lines.join('\n')

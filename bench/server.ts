@@ -29,8 +29,16 @@ function stats (subscribers: number): object {
   return { rss, heapUsed, cpu: (user + system) / 1e6, subscribers }
 }
 
-/** Plain node:http writing pre-encoded frames: the floor this stack can reach. */
-async function nodeHttp (): Promise<http.Server> {
+/** The frame as one HTTP/1.1 chunk: size in hex, CRLF, frame, CRLF. */
+function chunked (frame: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${frame.length.toString(16)}\r\n`), frame, Buffer.from('\r\n')])
+}
+
+/**
+ * Plain node:http writing pre-encoded frames with `res.write()`; with `socket`, the floor: each broadcast framed
+ * once as an HTTP chunk and that one buffer written straight to every subscriber's socket.
+ */
+async function nodeHttp (socket: boolean): Promise<http.Server> {
   const subscribers = new Set<http.ServerResponse>()
   let frames: Buffer[] = []
   const head = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' }
@@ -49,7 +57,12 @@ async function nodeHttp (): Promise<http.Server> {
       response.on('close', () => subscribers.delete(response))
     } else if (url.pathname === '/broadcast') {
       const shared = Buffer.from(frame(Number(url.searchParams.get('seq'))))
-      for (const subscriber of subscribers) subscriber.write(shared)
+      if (socket) {
+        const chunk = chunked(shared)
+        for (const subscriber of subscribers) subscriber.socket?.write(chunk)
+      } else {
+        for (const subscriber of subscribers) subscriber.write(shared)
+      }
       response.end('{}')
     } else {
       response.end(JSON.stringify(stats(subscribers.size)))
@@ -191,7 +204,7 @@ async function fastifyServer (name: string): Promise<http.Server> {
 process.on('SIGTERM', () => process.exit(0))
 
 const name = process.argv[2]
-const server = name === 'node:http' ? await nodeHttp() : await fastifyServer(name)
+const server = name.startsWith('node:http') ? await nodeHttp(name === 'node:http (socket)') : await fastifyServer(name)
 server.listen(0, '127.0.0.1', () => {
   const address = server.address() as { port: number }
   process.stdout.write(`${address.port}\n`)

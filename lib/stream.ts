@@ -288,8 +288,9 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   /** Called once per heartbeat interval: a stream that wrote nothing since the last tick gets a comment. */
   [kHeartbeat] (): void {
-    // The heartbeat itself does not count as activity: an idle stream gets one every interval.
-    if (!this.#active) this.#enqueue(HEARTBEAT)
+    // The heartbeat itself does not count as activity: an idle stream gets one every interval. It goes the way of
+    // an encoded frame: straight to an idle HTTP/1.1 socket, as one chunk made once for every stream.
+    if (!this.#active) this.write(HEARTBEAT)
     this.#active = false
   }
 
