@@ -174,8 +174,9 @@ Each implementation runs in its own server process on loopback with the same rou
 interleaved and each cell is the median of ${ROUNDS}. Ratios read "how many times better ours is" (above 1× ours
 leads), for every metric whatever its direction. \`ours\` broadcasts with \`encodeMessage()\` and \`stream.write()\` to
 the streams it tracks; \`ours (hub)\` publishes each broadcast to a hub topic (kept in the in-memory history, encoded
-once, written to every subscriber), and the last column compares it with plain \`node:http\` writing one shared
-Buffer. Units: events or deliveries per second; p50/p99 in ms from sending
+once, written to every subscriber). \`node:http\` writes one shared Buffer per broadcast with \`res.write()\`;
+\`node:http (socket)\` is the floor: each broadcast framed once as an HTTP chunk and that buffer written straight to
+every socket. The last two columns compare the hub with both. Units: events or deliveries per second; p50/p99 in ms from sending
 a broadcast to its receipt by the last client; CPU in server user+system seconds per million events or deliveries;
 memory in bytes per open stream (RSS and heap after a GC); connects per second until every stream is open.
 
