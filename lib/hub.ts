@@ -50,9 +50,9 @@ interface Subscription {
   readonly topics: readonly string[]
   /** The newest position written to the stream: live events at or below it were replayed already. */
   position: number
-  /** False while the replay is written: live events wait in `pending` meanwhile. */
+  /** False while the replay is written: live events wait in `pending` meanwhile (null while none waits). */
   live: boolean
-  pending: StoredEvent[]
+  pending: StoredEvent[] | null
 }
 
 interface Topic {
@@ -114,7 +114,7 @@ export class EventHub<Events extends EventMap = EventMap> {
     if (this.#closed) throw new FST_SSE_HUB_CLOSED()
     if (stream.closed) return Promise.resolve(false)
     const resumeFrom = options.lastEventId ?? stream.lastEventId
-    const subscription: Subscription = { stream, topics: names, position: 0, live: false, pending: [] }
+    const subscription: Subscription = { stream, topics: names, position: 0, live: false, pending: null }
     this.#subscriptions.set(stream, subscription)
     const listening = names.map(name => this.#join(name, subscription))
     // An empty id means no id, as an empty Last-Event-ID header does.
@@ -186,8 +186,8 @@ export class EventHub<Events extends EventMap = EventMap> {
   }
 
   #goLive (subscription: Subscription): boolean {
-    const pending = subscription.pending
-    subscription.pending = []
+    const pending = subscription.pending ?? []
+    subscription.pending = null
     subscription.live = true
     for (const event of pending) this.#deliver(subscription, event, this.#frame(event))
     return this.#isCurrent(subscription)
@@ -201,7 +201,7 @@ export class EventHub<Events extends EventMap = EventMap> {
         this.unsubscribe(subscription.stream)
       } else if (subscription.live) {
         this.#deliver(subscription, event, frame)
-      } else if (subscription.pending.push(event) > this.#settings.maxPending) {
+      } else if ((subscription.pending ??= []).push(event) > this.#settings.maxPending) {
         subscription.stream[kCutOff]('event stream client too slow: live events piled up behind its replay, closing it',
           { pendingEvents: subscription.pending.length, maxPending: this.#settings.maxPending })
       }

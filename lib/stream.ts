@@ -50,6 +50,7 @@ interface Pending {
   resolve: (written: boolean) => void
 }
 
+const NONE = Object.freeze([]) as unknown as never[]
 const WRITTEN = Promise.resolve(true)
 const DONE = Promise.resolve()
 const NOT_WRITTEN = Promise.resolve(false)
@@ -115,10 +116,12 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   #controller: AbortController | undefined
   #done: Promise<void> | undefined
   #resolveDone: (() => void) | undefined
-  #queue: Pending[] = []
+  // Empty until a frame waits: one shared frozen array, so that an idle stream holds no arrays of its own.
+  #queue: Pending[] = NONE
   #queuedBytes = 0
   #blocked = false
-  #batch: Frame[] = []
+  #batch: Frame[] = NONE
+  #drainListening = false
   #batchSize = 0
   #ending = false
   #finished = false
@@ -138,7 +141,6 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#socket = chunkedEncoding === true && socket instanceof Socket ? socket : undefined
     // Shared listeners that find the stream through the response: no closures per stream.
     ;(res as OwnedResponse)[kResponseStream] = this
-    res.on('drain', onDrain)
     res.on('close', onClose)
     res.on('error', onError)
   }
@@ -309,32 +311,47 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     }
     if (!this.#blocked) {
       // Frames written in the same tick leave in one socket write, as one chunk.
-      if (this.#batch.length === 0) process.nextTick(flushBatch, this)
-      this.#batch.push(frame)
+      if (this.#batch.length === 0) {
+        process.nextTick(flushBatch, this)
+        this.#batch = [frame]
+      } else {
+        this.#batch.push(frame)
+      }
       this.#batchSize += frame.length
       if (this.#batchSize >= BATCH_SIZE) this[kFlush]()
       return WRITTEN
     }
     this.#queuedBytes += frame.length
-    return new Promise(resolve => { this.#queue.push({ frame, resolve }) })
+    return new Promise(resolve => {
+      if (this.#queue.length === 0) this.#queue = [{ frame, resolve }]
+      else this.#queue.push({ frame, resolve })
+    })
   }
 
   [kFlush] (): void {
     const batch = this.#batch
     if (batch.length === 0) return
-    this.#batch = []
+    this.#batch = NONE
     this.#batchSize = 0
-    this.#blocked = !this.#res.write(join(batch))
+    this.#writeResponse(join(batch))
   }
 
   /** Writes every queued frame in one socket write and resolves their promises. */
   #flushQueue (): void {
     const queue = this.#queue
     if (queue.length === 0) return
-    this.#queue = []
+    this.#queue = NONE
     this.#queuedBytes = 0
-    this.#blocked = !this.#res.write(join(queue.map(pending => pending.frame)))
+    this.#writeResponse(join(queue.map(pending => pending.frame)))
     for (const pending of queue) pending.resolve(true)
+  }
+
+  /** A write through the response; when it has to wait, the response's 'drain' is listened to from then on. */
+  #writeResponse (chunk: Uint8Array): void {
+    this.#blocked = !this.#res.write(chunk)
+    if (!this.#blocked || this.#drainListening) return
+    this.#drainListening = true
+    this.#res.on('drain', onDrain)
   }
 
   [kDrain] (): void {
@@ -374,10 +391,10 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     clearTimeout(this.#graceTimer)
     // The connection may serve another request: it must not call back into this stream.
     if (this.#onSocketDrain !== undefined) this.#socket?.off('drain', this.#onSocketDrain)
-    this.#batch = []
+    this.#batch = NONE
     this.#batchSize = 0
     const queue = this.#queue
-    this.#queue = []
+    this.#queue = NONE
     this.#queuedBytes = 0
     for (const pending of queue) pending.resolve(false)
     this.#resolveDone?.()
