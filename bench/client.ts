@@ -1,6 +1,7 @@
 // The benchmark's client side: raw TCP sockets that count frame ends ("\n\n") and spot the end of a chunked body
 // ("0\r\n\r\n") without parsing anything, so that the client is never the bottleneck, and without trusting the
 // server to close the socket.
+import http from 'node:http'
 import net from 'node:net'
 
 const LF = 10
@@ -63,4 +64,17 @@ export async function openMany (port: number, path: string, count: number, concu
     }
   }))
   return all
+}
+
+/** One request on its own connection to a benchmark server's control routes; resolves with the body. */
+export async function request (port: number, method: string, path: string): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, agent: false }, res => {
+      let body = ''
+      res.on('data', chunk => { body += chunk })
+      res.on('end', () => resolve(body))
+    })
+    req.on('error', reject)
+    req.end()
+  })
 }

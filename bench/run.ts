@@ -4,10 +4,9 @@
 //   BENCH_IMPLS (default all: a comma-separated subset, for a quick look while working)
 import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
-import http from 'node:http'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { open, openMany } from './client.js'
+import { open, openMany, request } from './client.js'
 
 const FLOOR = 'node:http (socket)'
 const ALL = ['ours', 'ours (hub)', 'node:http', FLOOR, '@fastify/sse', 'fastify-sse-v2', 'better-sse']
@@ -32,18 +31,6 @@ async function start (impl: string): Promise<Server> {
   const child = spawn(process.execPath, ['--expose-gc', ...flags, SERVER, impl], { stdio: ['ignore', 'pipe', 'inherit'] })
   const port = await new Promise<number>(resolve => child.stdout.once('data', data => resolve(Number(String(data).trim()))))
   return { port, stop: () => child.kill() }
-}
-
-async function request (port: number, method: string, path: string): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, agent: false }, res => {
-      let body = ''
-      res.on('data', chunk => { body += chunk })
-      res.on('end', () => resolve(body))
-    })
-    req.on('error', reject)
-    req.end()
-  })
 }
 
 const stats = async (port: number): Promise<Stats> => JSON.parse(await request(port, 'GET', '/stats'))

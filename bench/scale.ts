@@ -5,9 +5,9 @@
 // to its receipt by the last subscriber, and how long closing everything takes. Appends to bench/RESULTS.md.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { readFile, appendFile } from 'node:fs/promises'
-import http from 'node:http'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { request } from './client.js'
 
 const IMPLS = ['ours (hub)', 'node:http']
 const REQUESTED = Number(process.env.BENCH_SCALE ?? 100_000)
@@ -38,18 +38,6 @@ async function nextLine (reader: AsyncIterator<string>): Promise<string> {
   const { value, done } = await reader.next()
   if (done === true) throw new Error('process ended')
   return value
-}
-
-async function request (port: number, method: string, path: string): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, agent: false }, res => {
-      let body = ''
-      res.on('data', chunk => { body += chunk })
-      res.on('end', () => resolve(body))
-    })
-    req.on('error', reject)
-    req.end()
-  })
 }
 
 interface Stats { rss: number, heapUsed: number, streams: number, heartbeat: { passes: number, cpuMs: number, wallMs: number } }
