@@ -79,6 +79,7 @@ const appendScript = new Script(APPEND, 4)
 const horizonScript = new Script(HORIZON, -1)
 
 interface Topic {
+  readonly name: string
   readonly key: string
   /** The id after which the reader reads next: the last entry delivered. */
   after: string
@@ -174,7 +175,7 @@ export class RedisStore implements EventStore {
       const { head } = await this.#horizon([], undefined)
       entry = this.#topics.get(topic)
       if (entry === undefined) {
-        entry = { key: this.#key(topic), after: `${head}-0`, listeners: new Map() }
+        entry = { name: topic, key: this.#key(topic), after: `${head}-0`, listeners: new Map() }
         this.#topics.set(topic, entry)
         this.#interrupt()
       }
@@ -319,7 +320,7 @@ export class RedisStore implements EventStore {
       const topic = this.#topicByKey(key)
       if (topic === undefined) continue
       for (const entry of entries) {
-        const event = fromEntry(key.slice(this.#prefix.length + 3), entry)
+        const event = fromEntry(topic.name, entry)
         if (event.seq > cutoff) break
         batch.push({ topic, event, id: entry[0], epoch: Number(field(entry[1], 'f')) })
       }
@@ -333,9 +334,9 @@ export class RedisStore implements EventStore {
     }
   }
 
+  /** The listened topic a key of the read belongs to (none for a topic stopped while the read was out). */
   #topicByKey (key: string): Topic | undefined {
-    const topic = this.#topics.get(key.slice(this.#prefix.length + 3))
-    return topic?.key === key ? topic : undefined
+    return this.#topics.get(key.slice(this.#key('').length))
   }
 
   /** False, after failing every listener, when the history was lost: they must not read on as if nothing happened. */
