@@ -13,7 +13,7 @@ export { encodeComment, encodeMessage, type EncodedMessage, type MessageData, ty
 export type { FastifyEventStreamOptions, HubOptions } from './lib/options.js'
 export { EventHub, type HubStats, type PublishOptions, type SubscribeOptions } from './lib/hub.js'
 export { MemoryStore, type MemoryStoreOptions } from './lib/stores/memory.js'
-export type { EventStore, NewEvent, Replay, StoredEvent, StoreFailure, StoreListener } from './lib/stores/store.js'
+export type { EventStore, NewEvent, Replay, StoredEvent, StoreFailure, StoreListener, StoreStats } from './lib/stores/store.js'
 export { EventStream, type ConsumeOptions, type EventMap, type SendOptions } from './lib/stream.js'
 export type { JsonItem, MessageItem, Source, SourceItem } from './lib/source.js'
 export { EventStreamParser, type ParsedEvent } from './lib/parse.js'

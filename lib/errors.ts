@@ -32,3 +32,6 @@ export const FST_SSE_STORE_UNAVAILABLE = createError('FST_SSE_STORE_UNAVAILABLE'
 
 /** The store lost its history (Redis flushed, restarted without persistence, or failed over to a replica behind). */
 export const FST_SSE_STORE_RESET = createError('FST_SSE_STORE_RESET', 'The event store lost its history: %s', 503)
+
+/** The store's live delivery missed events that its history no longer keeps: the listeners must resume or resync. */
+export const FST_SSE_STORE_GAP = createError('FST_SSE_STORE_GAP', 'The event store cannot deliver a topic without a gap: %s', 503)

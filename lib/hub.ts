@@ -3,7 +3,7 @@ import { encodeFields, encodeId, encodeMessage, jsonData, type EncodedMessage } 
 import {
   FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_INVALID_TOPIC
 } from './errors.js'
-import { isPositionId, type EventStore, type NewEvent, type Replay, type StoreFailure, type StoredEvent, type StoreListener } from './stores/store.js'
+import { isPositionId, type EventStore, type NewEvent, type Replay, type StoreFailure, type StoredEvent, type StoreListener, type StoreStats } from './stores/store.js'
 import { EventStream, kCutOff, type EventMap } from './stream.js'
 
 export interface PublishOptions {
@@ -34,6 +34,8 @@ export interface HubStats {
   endedByAge: number
   /** Streams ended by the server's shutdown (on this instance, subscribed or not). */
   endedByShutdown: number
+  /** The store's own counters, when it keeps any (the Redis store: its reader's lag, reconnections and gaps). */
+  store?: StoreStats
 }
 
 export interface HubSettings {
@@ -134,7 +136,10 @@ export class EventHub<Events extends EventMap = EventMap> {
     const subscribers: Record<string, number> = Object.create(null)
     for (const [name, topic] of this.#topics) subscribers[name] = topic.subscribers.size
     const { size, cutOff, endedByAge, endedByShutdown } = this.#settings.counters
-    return { openStreams: size, subscribers, published: this.#published, delivered: this.#delivered, cutOff, endedByAge, endedByShutdown }
+    const stats: HubStats = { openStreams: size, subscribers, published: this.#published, delivered: this.#delivered, cutOff, endedByAge, endedByShutdown }
+    const store = this.#settings.store.stats?.()
+    if (store !== undefined) stats.store = store
+    return stats
   }
 
   /** Closes the store. Streams were closed before (in preClose), which took them out of their topics. */

@@ -56,7 +56,12 @@ export interface EventStore {
    */
   listen (topic: string, listener: StoreListener, onFailure?: StoreFailure): Promise<() => Promise<void>>
   close (): Promise<void>
+  /** The store's own counters, shown by the hub's stats() as `store` (a store that keeps none leaves it out). */
+  stats?: () => StoreStats
 }
+
+/** Numbers a store reports about itself: how far behind it is, what it had to recover from. */
+export type StoreStats = Readonly<Record<string, number>>
 
 /** Digits of Number.MAX_SAFE_INTEGER: positions are exact integers in a double. */
 const MAX_POSITION_DIGITS = 16
