@@ -71,7 +71,7 @@ export interface LogLine {
   level: number
   msg: string
   reqId?: string
-  err?: { message?: string }
+  err?: { message?: string, code?: string }
   [key: string]: unknown
 }
 

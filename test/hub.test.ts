@@ -291,6 +291,22 @@ t.test('counters: open streams, subscribers per topic, published, delivered, cut
   t.equal(Object.getPrototypeOf(eventHub.stats().subscribers), null, 'a topic named __proto__ is just a key')
 })
 
+t.test('counters: a store that keeps counters of its own shows them as stats().store', async t => {
+  const inner = new MemoryStore()
+  let reads = 0
+  const store: EventStore = {
+    append: inner.append.bind(inner),
+    readAfter: async (topics, id) => { reads++; return await inner.readAfter(topics, id) },
+    listen: inner.listen.bind(inner),
+    close: inner.close.bind(inner),
+    stats: () => ({ reads })
+  }
+  const hub = await hubApp(t, { hub: { store } })
+  t.same(hub.app.eventHub.stats().store, { reads: 0 })
+  await subscribe(hub, 'topics=a')
+  t.same(hub.app.eventHub.stats().store, { reads: 1 }, 'a snapshot taken at each call')
+})
+
 t.test('no gap, no duplicate: publishes racing a replay, in every order fast-check finds', async t => {
   await fc.assert(fc.asyncProperty(
     fc.scheduler(),

@@ -1,8 +1,8 @@
 import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import { expect, test } from 'tstyche'
-import fastifyEventStream, { type EventStore, type StoreFailure } from 'fastify-event-stream'
-import { RedisStore, type RedisStoreOptions } from 'fastify-event-stream/redis'
+import fastifyEventStream, { type EventStore, type StoreFailure, type StoreStats } from 'fastify-event-stream'
+import { RedisStore, type RedisStoreOptions, type RedisStoreStats } from 'fastify-event-stream/redis'
 
 const app = Fastify()
 
@@ -17,4 +17,14 @@ test('the Redis store, from its own entry point', () => {
   expect<RedisStoreOptions['historyAge']>().type.toBe<number | undefined>()
   expect(app.register).type.toBeCallableWith(fastifyEventStream, { hub: { store: new RedisStore({ connection: 'redis://x' }) } })
   expect<StoreFailure>().type.toBe<(err: Error) => void>()
+})
+
+test('the Redis store\'s counters: numbers a dashboard reads, and a StoreStats for the hub', () => {
+  const store = new RedisStore({ connection: 'redis://x' })
+  expect(store.stats()).type.toBe<RedisStoreStats>()
+  expect(store.stats().lagMs).type.toBe<number>()
+  expect(store.stats().gaps).type.toBe<number>()
+  expect(store.stats()).type.toBeAssignableTo<StoreStats>()
+  expect(store.stats()).type.not.toHaveProperty('nonsense')
+  expect(app.eventHub.stats().store).type.toBe<StoreStats | undefined>()
 })

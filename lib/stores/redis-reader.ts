@@ -10,7 +10,7 @@ export interface ReaderHost {
   chain: (topic: string, after: number, head: number) => Promise<StoredEvent[] | null>
   /** A position the instance saw (Redis below it lost writes). */
   see: (position: number) => void
-  log: { warn: (details: object, message: string) => void } | undefined
+  log: { warn: (details: object, message: string) => void }
 }
 
 /** The live reader's counters, for a dashboard: a reader falling behind shows here before clients notice. */
@@ -65,8 +65,9 @@ export class LiveReader {
   readonly #fresh = new Set<Topic>()
   /** Channels whose last listener left, unsubscribed together at the end of the tick. */
   readonly #leaving = new Set<string>()
-  /** Live messages (channel, message, …) held back while missed events are delivered; null while none are. */
-  #held: string[] | null = null
+  /** Live messages (channel, message, …) held back while missed events are delivered (while `#holding`). */
+  #held: string[] = []
+  #holding = false
   #resubscribe = false
   #syncing = false
   #connected = false
@@ -103,7 +104,7 @@ export class LiveReader {
   }
 
   stats (): ReaderStats {
-    return { topics: this.#topics.size, waiting: this.#held === null ? 0 : this.#held.length / 2, ...this.#stats }
+    return { topics: this.#topics.size, waiting: this.#held.length / 2, ...this.#stats }
   }
 
   close (): void {
@@ -116,7 +117,7 @@ export class LiveReader {
   }
 
   readonly #onMessage = (channel: string, message: string): void => {
-    if (this.#held !== null) {
+    if (this.#holding) {
       this.#held.push(channel, message)
       return
     }
@@ -163,7 +164,7 @@ export class LiveReader {
   readonly #onReady = (): void => {
     if (this.#connected) {
       this.#stats.reconnections++
-      this.#host.log?.warn({ topics: this.#topics.size }, 'event hub Redis reader reconnected; it catches up on what its topics missed')
+      this.#host.log.warn({ topics: this.#topics.size }, 'event hub Redis reader reconnected; it catches up on what its topics missed')
     }
     this.#connected = true
     // Whatever was subscribed is gone with the old connection, and whatever was published meanwhile is missed.
@@ -188,11 +189,12 @@ export class LiveReader {
         await this.#subscribe(batch, all)
       } catch (err) {
         // Held messages are dropped: the next catch-up reads them from the history, in order with the rest.
-        this.#held = null
+        this.#holding = false
+        this.#held = []
         if (all) this.#resubscribe = true
         else for (const topic of batch) if (this.#topics.get(topic.channel) === topic) this.#fresh.add(topic)
         if (this.#closed) return
-        this.#host.log?.warn({ err }, 'event hub Redis reader lost its connection; it catches up once Redis is back')
+        this.#host.log.warn({ err }, 'event hub Redis reader lost its connection; it catches up once Redis is back')
         await new Promise(resolve => setTimeout(resolve, RETRY_MS))
       }
     }
@@ -203,7 +205,7 @@ export class LiveReader {
    * live messages wait while what each topic missed up to the head is read and delivered in position order.
    */
   async #subscribe (batch: Topic[], all: boolean): Promise<void> {
-    if (all) this.#held ??= []
+    if (all) this.#holding = true
     for (let i = 0; i < batch.length; i += CHUNK) {
       await this.#whileConnected(this.#sub.subscribe(...batch.slice(i, i + CHUNK).map(topic => topic.channel)))
     }
@@ -233,8 +235,8 @@ export class LiveReader {
       }
     }))
     missed.sort((a, b) => a.event.seq - b.event.seq)
+    // Each read was after its topic's last delivery. A topic left meanwhile has no listener left to tell.
     for (const { topic, event } of missed) {
-      if (this.#topics.get(topic.channel) !== topic || event.seq <= topic.after) continue
       this.#stats.caughtUp++
       this.#deliver(topic, event)
     }
@@ -243,8 +245,8 @@ export class LiveReader {
   /** Delivers the live messages held back meanwhile, in the order they came. */
   #release (): void {
     const held = this.#held
-    this.#held = null
-    if (held === null) return
+    this.#holding = false
+    this.#held = []
     for (let i = 0; i < held.length; i += 2) this.#onMessage(held[i], held[i + 1])
   }
 

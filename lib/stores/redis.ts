@@ -128,7 +128,7 @@ export class RedisStore implements EventStore {
       head: async () => await this.#read([], undefined),
       chain: async (topic, after, head) => await this.#chain(topic, after, head, []),
       see: position => { this.#see(position) },
-      log: this.#log
+      log: this.#log ?? { warn: noop }
     })
   }
 

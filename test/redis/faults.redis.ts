@@ -46,6 +46,89 @@ t.test('a dropped connection: the subscriber stays open and gets what was publis
   t.ok(warnings.some(message => message.includes('reader reconnected')), 'the reader\'s reconnection was logged')
 })
 
+t.test('the live connection killed while events are published: every subscriber gets every event once, in order, after it comes back', async t => {
+  const server = await redisServer(t)
+  // The reader waits 300 ms before reconnecting, so the events below are published while it is away.
+  const appStore = new RedisStore({ connection: { port: server.port, host: '127.0.0.1', retryStrategy: () => 300 }, prefix: PREFIX })
+  t.teardown(() => appStore.close())
+  const { app, url } = await hubServer(t, appStore)
+  const publisher = store(t, server)
+  const clients = [await sseClient(t, `${url}/events?topics=a`), await sseClient(t, `${url}/events?topics=a,b`), await sseClient(t, `${url}/events?topics=b,c`)]
+  await until(() => clients.every(client => client.lastEventId() !== ''), 'the position frames')
+  const appended = [await publisher.append('a', { data: 'a0' })]
+  await until(() => clients[1].events.length === 1, 'the first event')
+  await admin(t, server).client('KILL', 'TYPE', 'pubsub')
+  for (let i = 1; i < 40; i++) appended.push(await publisher.append('abc'[i % 3], { data: `${'abc'[i % 3]}${i}` }))
+  const expected = [['a'], ['a', 'b'], ['b', 'c']].map(topics => appended.filter(event => topics.includes(event.topic)).map(event => event.data))
+  for (const [i, client] of clients.entries()) await client.received(expected[i].length)
+  await new Promise(resolve => setTimeout(resolve, 50))
+  for (const [i, client] of clients.entries()) t.same(datas(client.events), expected[i], `client ${i}: every event once, in order`)
+  const stats = app.eventHub.stats().store
+  t.equal(stats?.reconnections, 1)
+  t.equal(stats?.caughtUp, 39, 'what was published while it was away came from the history')
+  t.equal(stats?.gaps, 0)
+})
+
+t.test('the live connection away while the history trims what it missed: the subscribers are closed, the client resyncs', async t => {
+  const server = await redisServer(t)
+  const logs = captureLogs('error')
+  const appStore = new RedisStore({ connection: { port: server.port, host: '127.0.0.1', retryStrategy: () => 300 }, prefix: PREFIX, historySize: 20 })
+  t.teardown(() => appStore.close())
+  const { app, url } = await hubServer(t, appStore, { log: logs.logger })
+  const publisher = store(t, server, { historySize: 20 })
+  const client = await sseClient(t, `${url}/events?topics=a`)
+  await until(() => client.lastEventId() !== '', 'the position frame')
+  await publisher.append('a', { data: 'seen' })
+  await client.received(1)
+  await admin(t, server).client('KILL', 'TYPE', 'pubsub')
+  await Promise.all(Array.from({ length: 400 }, (_, i) => publisher.append('a', { data: String(i) })))
+  await client.ended
+  t.same(datas(client.events), ['seen'], 'nothing after the gap, and no silent skip')
+  t.ok(logs.lines.some(line => line.err?.code === 'FST_SSE_STORE_GAP'), 'logged as a gap')
+  t.equal(app.eventHub.stats().store?.gaps, 1)
+  const again = await sseClient(t, `${url}/events?topics=a`, client.lastEventId())
+  await again.received(1)
+  t.equal(again.events[0].type, 'resync', 'the client resumes: its id is older than the history, so it resyncs')
+})
+
+t.test('the live connection lost while a SUBSCRIBE is out: the listen completes once Redis is back, and hears what follows', async t => {
+  const server = await redisServer(t, { persistent: true })
+  const warnings: string[] = []
+  const appStore = store(t, server, { log: { warn: (_details, message) => warnings.push(message) } })
+  await appStore.listen('first', () => {})
+  // Redis sleeps, so the SUBSCRIBE below waits unanswered until the server is killed.
+  admin(t, server).call('DEBUG', 'SLEEP', '1').catch(() => {})
+  await new Promise(resolve => setTimeout(resolve, 50))
+  const heard: string[] = []
+  const pending = appStore.listen('a', event => heard.push(event.data))
+  await new Promise(resolve => setTimeout(resolve, 100))
+  await server.kill()
+  await until(() => warnings.some(message => message.includes('reader lost its connection')), 'the failed SUBSCRIBE to be logged')
+  await server.start()
+  await pending
+  await store(t, server).append('a', { data: 'after' })
+  await until(() => heard.length === 1, 'the event')
+  t.same(heard, ['after'])
+})
+
+t.test('publishes and subscriptions while Redis is down raise no MaxListenersExceededWarning', async t => {
+  const server = await redisServer(t)
+  const warnings: Error[] = []
+  const onWarning = (warning: Error): void => { warnings.push(warning) }
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+  const down = store(t, server, { timeout: 300 })
+  await down.append('a', { data: 'up' })
+  await server.kill()
+  const results = await Promise.allSettled([
+    ...Array.from({ length: 15 }, () => down.append('a', { data: 'down' })),
+    ...Array.from({ length: 32 }, (_, i) => down.listen(`t${i}`, () => {}))
+  ])
+  t.ok(results.every(result => result.status === 'rejected'), 'each one rejected in bounded time')
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.same(warnings.map(warning => warning.name), [])
+})
+
 t.test('Redis restarts with its data: the reader resumes after the last position it delivered, nothing lost', async t => {
   const server = await redisServer(t, { persistent: true })
   const { url } = await hubServer(t, store(t, server))

@@ -69,7 +69,7 @@ export async function redisServer (t: Test, { persistent = false } = {}): Promis
   const port = await freePort()
   const dir = await mkdtemp(join(tmpdir(), 'fastify-event-stream-redis-'))
   let child: ChildProcess | undefined
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--enable-debug-command', 'yes',
     ...(persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'])]
   const server: RedisServer = {
     port,
