@@ -5,9 +5,10 @@
 // Keys: <prefix>:meta   hash { head: newest position, first: the epoch's first position, tick: ms of the newest
 //                       clock checkpoint }
 //       <prefix>:clock  sorted set: member a position, score the Redis time (ms) it was assigned; one per `step`
-//       <prefix>:t:<topic>  stream: entry id "<position>-0", fields t (ms), f (epoch), p (the position of the topic's
-//                       entry before it, or for a key's first entry the newest position it may have lost), d (data),
-//                       e? (event), i? (id)
+//       <prefix>:t:<topic>  stream: entry id "<position>-0", fields m ("<ms>:<link>": when it was appended, and the
+//                       position of the topic's entry before it, or for a topic's first entry the newest position it
+//                       may have lost), d (data), e? (event), i? (id)
+//       <prefix>:l:<topic>  "<position>:<ms>": the topic's newest position (what its next entry links to) and when
 //       <prefix>:id:<id>    a publisher's id -> its position, for as long as the history keeps events
 // Channel: <prefix>:c:<topic>  each append is published there for the instances' live readers (see LIVE_MESSAGE).
 //
@@ -17,7 +18,6 @@
 
 const COMMON = `
 local function fmt (n) return string.format('%.0f', n) end
-local function seqOf (id) return tonumber(string.sub(id, 1, string.find(id, '-', 1, true) - 1)) end
 
 local function now ()
   local t = redis.call('TIME')
@@ -52,42 +52,71 @@ end
 `
 
 /**
- * KEYS: meta, clock, topic stream, publisher id key, topic channel. ARGV: floor, historySize, historyAge, ttl, step,
- * data, event ('' for none), publisher id ('' for none). Returns { position, epoch }, or nil when the publisher id
- * is taken. Constant work whatever the history's length: no scan, no XINFO.
+ * Appends a batch of events (those published in one tick), each to its topic. KEYS: meta, clock, then per event its
+ * topic's stream, its topic's last position, its publisher id key and its topic's channel. ARGV: floor, historySize,
+ * historyAge, ttl, step, then per event data, event ('' for none), publisher id ('' for none). Returns the epoch,
+ * then per event its position, or '' when its publisher id is taken. The epoch, the clock and the head are dealt
+ * with once per batch; per event it is a swap of the topic's last position (SET … GET, no reverse read of the
+ * stream), an XADD that trims whole nodes (`MAXLEN ~`, no scan), a TTL and a PUBLISH: constant work whatever the
+ * history's length.
  */
 export const APPEND = `${COMMON}
-local meta, clock, stream, idKey, channel = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, clock = KEYS[1], KEYS[2]
 local floor, size, age, ttl, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local data, event, id = ARGV[6], ARGV[7], ARGV[8]
 local nowMs = now()
 local head, first, tick = epoch(meta, clock, floor)
-if id ~= '' and redis.call('EXISTS', idKey) == 1 then return false end
-local seq = head + 1
-local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
--- A new key may replace one that expired: the live link is 0 (the instances listening got everything), the stored
--- one says what the key may have held before.
-local live, prev = 0, 0
-if #last == 0 then prev = forgotten(clock, nowMs, ttl, head) else prev = seqOf(last[1][1]); live = prev end
-if tick == nil or nowMs - tick >= step then
-  redis.call('ZADD', clock, nowMs, fmt(seq))
-  redis.call('ZREMRANGEBYSCORE', clock, '-inf', '(' .. fmt(nowMs - ttl - step))
-  redis.call('PEXPIRE', clock, ttl + step)
-  redis.call('HSET', meta, 'head', fmt(seq), 'tick', fmt(nowMs))
-  redis.call('PEXPIRE', meta, ttl + step)
-else
-  redis.call('HSET', meta, 'head', fmt(seq))
+local result = { fmt(first) }
+local seq = head
+local ms, epochText = fmt(nowMs), fmt(first)
+local newTick = tick == nil or nowMs - tick >= step
+for i = 0, (#KEYS - 2) / 4 - 1 do
+  local stream, lastKey, idKey, channel = KEYS[3 + i * 4], KEYS[4 + i * 4], KEYS[5 + i * 4], KEYS[6 + i * 4]
+  local data, event, id = ARGV[6 + i * 3], ARGV[7 + i * 3], ARGV[8 + i * 3]
+  if id ~= '' and redis.call('EXISTS', idKey) == 1 then
+    result[#result + 1] = ''
+  else
+    seq = seq + 1
+    local position = fmt(seq)
+    if newTick then
+      redis.call('ZADD', clock, nowMs, position)
+      newTick = false
+    end
+    local last = redis.call('SET', lastKey, position .. ':' .. ms, 'PX', ttl, 'GET')
+    -- A new topic, or one whose keys expired: the live link is 0 (the instances listening got everything), the
+    -- stored one says what the topic may have held before.
+    local live, prev, refresh = '0', nil, true
+    if last then
+      local colon = string.find(last, ':', 1, true) or (#last + 1)
+      live = string.sub(last, 1, colon - 1)
+      prev = live
+      -- The stream's TTL is renewed once per step while the topic is busy: it lives ttl to ttl + step past its last publish.
+      refresh = math.floor((tonumber(string.sub(last, colon + 1)) or 0) / step) ~= math.floor(nowMs / step)
+    else
+      prev = fmt(forgotten(clock, nowMs, ttl, seq - 1))
+    end
+    local fields = { 'm', ms .. ':' .. prev, 'd', data }
+    if event ~= '' then fields[#fields + 1] = 'e'; fields[#fields + 1] = event end
+    if id ~= '' then
+      fields[#fields + 1] = 'i'; fields[#fields + 1] = id
+      redis.call('SET', idKey, position, 'PX', age)
+    end
+    redis.call('XADD', stream, 'MAXLEN', '~', size, position .. '-0', unpack(fields))
+    if refresh then redis.call('PEXPIRE', stream, ttl + step) end
+    redis.call('PUBLISH', channel, position .. '\\n' .. live .. '\\n' .. epochText .. '\\n' .. ms .. '\\n' .. event .. '\\n' .. id .. '\\n' .. data)
+    result[#result + 1] = position
+  end
 end
-local fields = { 't', fmt(nowMs), 'f', fmt(first), 'p', fmt(prev), 'd', data }
-if event ~= '' then fields[#fields + 1] = 'e'; fields[#fields + 1] = event end
-if id ~= '' then
-  fields[#fields + 1] = 'i'; fields[#fields + 1] = id
-  redis.call('SET', idKey, fmt(seq), 'PX', age)
+if seq > head then
+  if tick == nil or nowMs - tick >= step then
+    redis.call('ZREMRANGEBYSCORE', clock, '-inf', '(' .. fmt(nowMs - ttl - step))
+    redis.call('PEXPIRE', clock, ttl + step)
+    redis.call('HSET', meta, 'head', fmt(seq), 'tick', ms)
+    redis.call('PEXPIRE', meta, ttl + step)
+  else
+    redis.call('HSET', meta, 'head', fmt(seq))
+  end
 end
-redis.call('XADD', stream, 'MAXLEN', '~', size, fmt(seq) .. '-0', unpack(fields))
-redis.call('PEXPIRE', stream, ttl)
-redis.call('PUBLISH', channel, fmt(seq) .. '\\n' .. fmt(live) .. '\\n' .. fmt(first) .. '\\n' .. fmt(nowMs) .. '\\n' .. event .. '\\n' .. id .. '\\n' .. data)
-return { fmt(seq), fmt(first) }
+return result
 `
 
 /**
@@ -116,8 +145,11 @@ for i = 4, #KEYS do
     entries = redis.call('XRANGE', KEYS[i], '(' .. fmt(after) .. '-0', '+', 'COUNT', page)
     if #entries > 0 then
       local f = entries[1][2]
-      -- fields t, f, p come first, in that order
-      if tonumber(f[6]) > after or tonumber(f[2]) <= cutoff then result[4] = 'gap' return { result[1], result[2], result[3], 'gap' } end
+      -- field m ("<ms>:<link>") comes first
+      local colon = string.find(f[2], ':', 1, true)
+      if tonumber(string.sub(f[2], colon + 1)) > after or tonumber(string.sub(f[2], 1, colon - 1)) <= cutoff then
+        return { result[1], result[2], result[3], 'gap' }
+      end
     end
   else
     lost = lost or forgotten(clock, nowMs, ttl, head)

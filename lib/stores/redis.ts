@@ -46,6 +46,8 @@ export type RedisStoreOptions = RedisStoreSettings & (
 
 /** Entries one replay or catch-up page returns at most. */
 const PAGE = 512
+/** Appends one script call carries at most. */
+const MAX_BATCH = 256
 /** Checkpoints of the position clock, per key TTL: the precision of "older than the key TTL". */
 const CLOCK_STEPS = 1024
 const DEFAULT_KEY_TTL_MS = 24 * 60 * 60_000
@@ -55,27 +57,24 @@ const DEFAULT_TIMEOUT_MS = 3000
 class Script {
   readonly #source: string
   readonly #sha: string
-  readonly #keys: number
 
-  constructor (source: string, keys: number) {
+  constructor (source: string) {
     this.#source = source
     this.#sha = createHash('sha1').update(source).digest('hex')
-    this.#keys = keys
   }
 
   async run (client: Redis, keys: string[], args: Array<string | number>): Promise<unknown> {
-    const count = this.#keys < 0 ? keys.length : this.#keys
     try {
-      return await client.evalsha(this.#sha, count, ...keys, ...args)
+      return await client.evalsha(this.#sha, keys.length, ...keys, ...args)
     } catch (err) {
       if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err
-      return await client.eval(this.#source, count, ...keys, ...args)
+      return await client.eval(this.#source, keys.length, ...keys, ...args)
     }
   }
 }
 
-const appendScript = new Script(APPEND, 5)
-const readScript = new Script(READ, -1)
+const appendScript = new Script(APPEND)
+const readScript = new Script(READ)
 
 type Entry = [id: string, fields: string[]]
 
@@ -102,6 +101,8 @@ export class RedisStore implements EventStore {
   /** The newest position this instance saw: Redis below it lost writes. */
   #seen = 0
   #closed = false
+  /** Appends waiting for the end of the tick, sent together. */
+  readonly #pending: Array<{ topic: string, event: NewEvent, resolve: (event: StoredEvent) => void, reject: (err: unknown) => void }> = []
   /** Resolves when the command connection is ready again; one wait shared by every command sent meanwhile. */
   #ready: Promise<void> | undefined
 
@@ -132,16 +133,38 @@ export class RedisStore implements EventStore {
     })
   }
 
+  /**
+   * Appends are sent in batches: whatever is published in one tick goes to Redis as one script call, so that the
+   * epoch, the clock and the head are dealt with once for all of them and Redis reads one command, not one each.
+   */
   async append (topic: string, event: NewEvent): Promise<StoredEvent> {
-    const { id, data } = event
+    const { id } = event
     if (id !== undefined && isPositionId(id)) throw new FST_SSE_INVALID_ID(`${JSON.stringify(id)} is a decimal integer, which the store assigns`)
-    const keys = [this.#meta, this.#clock, this.#key(topic), this.#idKey(id ?? ''), this.#channel(topic)]
-    const result = await this.#command(() => appendScript.run(this.#client, keys, [
-      this.#seen, this.#historySize, this.#historyAge, this.#keyTtl, Math.ceil(this.#keyTtl / CLOCK_STEPS), data, event.event ?? '', id ?? ''
-    ])) as [string, string] | null
-    if (result === null) throw new FST_SSE_INVALID_ID(`${JSON.stringify(id)} is already in the history`)
-    const seq = this.#see(Number(result[0]))
-    return stored(topic, seq, id, event.event, data)
+    if (this.#closed) throw new FST_SSE_HUB_CLOSED()
+    return await new Promise<StoredEvent>((resolve, reject) => {
+      if (this.#pending.length === 0) setImmediate(this.#flush)
+      this.#pending.push({ topic, event, resolve, reject })
+    })
+  }
+
+  readonly #flush = (): void => {
+    const batch = this.#pending.splice(0, MAX_BATCH)
+    if (this.#pending.length > 0) setImmediate(this.#flush)
+    const keys = [this.#meta, this.#clock]
+    const args: Array<string | number> = [this.#seen, this.#historySize, this.#historyAge, this.#keyTtl, Math.ceil(this.#keyTtl / CLOCK_STEPS)]
+    for (const { topic, event } of batch) {
+      keys.push(this.#key(topic), this.#lastKey(topic), this.#idKey(event.id ?? ''), this.#channel(topic))
+      args.push(event.data, event.event ?? '', event.id ?? '')
+    }
+    this.#command(() => appendScript.run(this.#client, keys, args)).then(reply => {
+      const positions = reply as string[]
+      for (let i = 0; i < batch.length; i++) {
+        const { topic, event, resolve, reject } = batch[i]
+        const position = positions[i + 1]
+        if (position === '') reject(new FST_SSE_INVALID_ID(`${JSON.stringify(event.id)} is already in the history`))
+        else resolve(stored(topic, this.#see(Number(position)), event.id, event.event, event.data))
+      }
+    }, (err: unknown) => { for (const { reject } of batch) reject(err) })
   }
 
   async readAfter (topics: readonly string[], lastEventId: string | undefined): Promise<Replay> {
@@ -188,6 +211,7 @@ export class RedisStore implements EventStore {
   get #meta (): string { return `${this.#prefix}:meta` }
   get #clock (): string { return `${this.#prefix}:clock` }
   #key (topic: string): string { return `${this.#prefix}:t:${topic}` }
+  #lastKey (topic: string): string { return `${this.#prefix}:l:${topic}` }
   #channel (topic: string): string { return `${this.#prefix}:c:${topic}` }
   #idKey (id: string): string { return `${this.#prefix}:id:${id}` }
 
@@ -290,17 +314,17 @@ function seqOf (id: string): number {
 }
 
 function field (fields: string[], name: string): string | undefined {
-  for (let i = 8; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]
+  for (let i = 4; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]
   return undefined
 }
 
-/** The append script writes t, f, p and d first, in that order, then e and i when given. */
+/** The append script writes m and d first, in that order, then e and i when given. */
 function fromEntry (topic: string, [id, fields]: Entry): StoredEvent {
-  return stored(topic, seqOf(id), field(fields, 'i'), field(fields, 'e'), fields[7])
+  return stored(topic, seqOf(id), field(fields, 'i'), field(fields, 'e'), fields[3])
 }
 
 function linkOf ([, fields]: Entry): number {
-  return Number(fields[5])
+  return Number(fields[1].slice(fields[1].indexOf(':') + 1))
 }
 
 function stored (topic: string, seq: number, id: string | undefined, event: string | undefined, data: string): StoredEvent {
