@@ -10,7 +10,8 @@
 //   timed out, the deliveries, what was lost (expected from acknowledged publishes minus received: negative when
 //   timed-out publishes were kept after all) or duplicated, p50/p99 publish-to-delivery, and Redis CPU.
 //
-// `node dist/bench/redis-fleet.js [storm|fleet]` (both by default). BENCH_FLEET_SECONDS shortens the minute.
+// `node dist/bench/redis-fleet.js [storm|fleet]` (both by default). BENCH_FLEET_SECONDS shortens the minute;
+// BENCH_FLEET_KILL=1 has Redis cut every instance's live connection every 5 s of it.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -179,7 +180,12 @@ async function fleet (redisUrl: string, admin: Redis): Promise<void> {
     const cpu = await redisCpuUs(admin)
     const started = Date.now()
     for (const instance of instances) instance.send(`publish ${rate / INSTANCES} ${seconds} ${USERS} ${SHARED} ${SHARED_RATE / INSTANCES}`)
+    // BENCH_FLEET_KILL=1: Redis cuts every instance's live connection every 5 s of the main step.
+    const killer = process.env.BENCH_FLEET_KILL === '1' && rate === 10_000
+      ? setInterval(() => { admin.client('KILL', 'TYPE', 'pubsub').catch(() => {}) }, 5000)
+      : undefined
     const published = await Promise.all(instances.map(async instance => JSON.parse(await instance.next('published')) as { counts: Record<string, number>, failed: number }))
+    clearInterval(killer)
     const elapsed = (Date.now() - started) / 1000
     await sleep(2000)
     const cpuShare = (await redisCpuUs(admin) - cpu) / ((Date.now() - started) * 1000)
