@@ -4,7 +4,7 @@ import {
   FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_INVALID_TOPIC
 } from './errors.js'
 import { isPositionId, type EventStore, type NewEvent, type Replay, type StoreFailure, type StoredEvent, type StoreListener, type StoreStats } from './stores/store.js'
-import { EventStream, kCutOff, type EventMap } from './stream.js'
+import { EventStream, kCutOff, kHeld, kRelease, type EventMap, type Holder } from './stream.js'
 
 export interface PublishOptions {
   /** The event type; clients dispatch the event under it. */
@@ -55,6 +55,8 @@ interface Subscription {
   /** False while the replay is written: live events wait in `pending` meanwhile (null while none waits). */
   live: boolean
   pending: StoredEvent[] | null
+  /** The last flush that handled this subscriber (see kFlushTick). */
+  stamp: number
 }
 
 interface Topic {
@@ -63,15 +65,35 @@ interface Topic {
   listening: Promise<() => Promise<void>>
 }
 
+const kFlushTick = Symbol('fastify-event-stream.flush-tick')
+/** A tick's events for one subscriber are joined into frames of up to this many bytes (one write each). */
+const JOIN_BYTES = 64 * 1024
+
+/** A list of events of one tick, and the frames that carry them. */
+interface Batch {
+  readonly events: StoredEvent[]
+  readonly frames: EncodedMessage[]
+}
+
+function joinFrames (frames: EncodedMessage[]): EncodedMessage {
+  return (frames.length === 1 ? frames[0] : Buffer.concat(frames)) as EncodedMessage
+}
+
 /**
  * Publish to topics, subscribe streams to them. Each event is validated and encoded once, and the same bytes go to
  * every subscriber's write queue; a subscriber that brings a Last-Event-ID first gets what it missed, in order,
  * then live events, with no gap and no duplicate.
  */
-export class EventHub<Events extends EventMap = EventMap> {
+export class EventHub<Events extends EventMap = EventMap> implements Holder {
   readonly #settings: HubSettings
   readonly #topics = new Map<string, Topic>()
   readonly #subscriptions = new Map<EventStream<any, any>, Subscription>()
+  /** The store's deliveries of this tick: a topic's subscribers, then the event, and so on (see #dispatch). */
+  #tick: Array<Set<Subscription> | StoredEvent> = []
+  /** Marks the subscribers a flush has handled already (a subscriber of several topics is met once for each). */
+  #stamp = 0
+  /** The subscriber sets whose streams are marked as held this tick. */
+  readonly #held = new Set<Set<Subscription>>()
   /** Each stored event is encoded once, for every live subscriber and every replay that includes it. */
   readonly #frames = new WeakMap<StoredEvent, EncodedMessage>()
   #published = 0
@@ -116,7 +138,7 @@ export class EventHub<Events extends EventMap = EventMap> {
     if (this.#closed) throw new FST_SSE_HUB_CLOSED()
     if (stream.closed) return Promise.resolve(false)
     const resumeFrom = options.lastEventId ?? stream.lastEventId
-    const subscription: Subscription = { stream, topics: names, position: 0, live: false, pending: null }
+    const subscription: Subscription = { stream, topics: names, position: 0, live: false, pending: null, stamp: 0 }
     this.#subscriptions.set(stream, subscription)
     const listening = names.map(name => this.#join(name, subscription))
     // An empty id means no id, as an empty Last-Event-ID header does.
@@ -151,6 +173,8 @@ export class EventHub<Events extends EventMap = EventMap> {
   async #append (topic: string, event: NewEvent): Promise<string> {
     if (this.#closed) throw new FST_SSE_HUB_CLOSED()
     const stored = await this.#settings.store.append(topic, event)
+    // A store that delivered while appending (the in-memory one): the subscribers have the event when this resolves.
+    this[kFlushTick]()
     this.#published++
     return stored.id
   }
@@ -191,33 +215,164 @@ export class EventHub<Events extends EventMap = EventMap> {
   }
 
   #goLive (subscription: Subscription): boolean {
-    const pending = subscription.pending ?? []
+    const pending = subscription.pending
     subscription.pending = null
     subscription.live = true
-    for (const event of pending) this.#deliver(subscription, event, this.#frame(event))
+    if (pending !== null) this.#write(subscription, pending, undefined)
     return this.#isCurrent(subscription)
   }
 
+  /**
+   * What the store delivers waits for the end of the tick (or for publish() to resolve), so that a tick's events
+   * reach each socket as one write. Its subscribers' streams are marked as held meanwhile: anything written to one
+   * of them first has this hub write what it holds for it, so frames leave in the order they were written.
+   */
   #dispatch (subscribers: Set<Subscription>, event: StoredEvent): void {
-    const frame = this.#frame(event)
-    for (const subscription of subscribers) {
-      // A stream of another registration ended without telling this hub: it leaves now.
-      if (subscription.stream.closed) {
-        this.unsubscribe(subscription.stream)
-      } else if (subscription.live) {
-        this.#deliver(subscription, event, frame)
-      } else if ((subscription.pending ??= []).push(event) > this.#settings.maxPending) {
-        subscription.stream[kCutOff]('event stream client too slow: live events piled up behind its replay, closing it',
-          { pendingEvents: subscription.pending.length, maxPending: this.#settings.maxPending })
+    if (this.#tick.length === 0) process.nextTick(flushTick, this)
+    this.#tick.push(subscribers, event)
+    if (this.#held.has(subscribers)) return
+    this.#held.add(subscribers)
+    for (const subscription of subscribers) subscription.stream[kHeld] = this
+  }
+
+  /**
+   * Something else is written to a held stream: what this tick holds for it goes first. The flush passes over
+   * these events again, and the subscriber's position (or its pending list) leaves them out then.
+   */
+  [kRelease] (stream: EventStream<any, any>): void {
+    const subscription = this.#subscriptions.get(stream)
+    if (subscription === undefined) return
+    // Events of its topics later in this tick mark it as held again.
+    for (const name of subscription.topics) {
+      const topic = this.#topics.get(name)
+      if (topic !== undefined) this.#held.delete(topic.subscribers)
+    }
+    const tick = this.#tick
+    const events: StoredEvent[] = []
+    for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
+    this.#hand(subscription, events, undefined)
+  }
+
+  /**
+   * Writes the tick's events. One event goes to every subscriber as its one frame. Several go to each subscriber
+   * joined in one frame, made once for every subscriber that gets the same events (all of a topic's, say): a batch
+   * costs one write per socket, not one per event.
+   */
+  [kFlushTick] (): void {
+    const tick = this.#tick
+    if (tick.length === 0) return
+    this.#tick = []
+    this.#held.clear()
+    const stamp = ++this.#stamp
+    if (tick.length === 2) {
+      const event = tick[1] as StoredEvent
+      const events = [event]
+      const frames = [this.#frame(event)]
+      for (const subscription of tick[0] as Set<Subscription>) {
+        if (subscription.stamp === stamp) continue
+        subscription.stamp = stamp
+        this.#hand(subscription, events, frames)
+      }
+      return
+    }
+    const byTopic = new Map<Set<Subscription>, StoredEvent[]>()
+    for (let i = 0; i < tick.length; i += 2) {
+      const subscribers = tick[i] as Set<Subscription>
+      const events = byTopic.get(subscribers)
+      if (events === undefined) byTopic.set(subscribers, [tick[i + 1] as StoredEvent])
+      else events.push(tick[i + 1] as StoredEvent)
+    }
+    const joined = new Map<StoredEvent[] | string, Batch>()
+    for (const [subscribers, events] of byTopic) {
+      for (const subscription of subscribers) {
+        // A subscriber of several topics is met once for each: it gets its events once, merged in position order.
+        if (subscription.stamp === stamp) continue
+        subscription.stamp = stamp
+        const batch = subscription.topics.length === 1 ? this.#joined(joined, events, events) : this.#merged(joined, subscription, byTopic)
+        this.#hand(subscription, batch.events, batch.frames)
       }
     }
   }
 
-  #deliver (subscription: Subscription, event: StoredEvent, frame: EncodedMessage): void {
-    if (event.seq <= subscription.position) return
-    subscription.position = event.seq
-    subscription.stream.write(frame)
-    this.#delivered++
+  /** The events of one list as frames of up to JOIN_BYTES each (usually one), made once per flush. */
+  #joined (joined: Map<StoredEvent[] | string, Batch>, key: StoredEvent[] | string, events: StoredEvent[]): Batch {
+    let batch = joined.get(key)
+    if (batch === undefined) {
+      batch = { events, frames: this.#framesOf(events) }
+      joined.set(key, batch)
+    }
+    return batch
+  }
+
+  /**
+   * Frames joined up to JOIN_BYTES: a batch goes to a socket in one write, yet the buffer bound still applies to
+   * what a slow client would be sent (each joined frame is checked against it like any other).
+   */
+  #framesOf (events: StoredEvent[]): EncodedMessage[] {
+    if (events.length === 1) return [this.#frame(events[0])]
+    const frames: EncodedMessage[] = []
+    let group: EncodedMessage[] = []
+    let bytes = 0
+    for (const event of events) {
+      const frame = this.#frame(event)
+      if (bytes > 0 && bytes + frame.length > JOIN_BYTES) {
+        frames.push(joinFrames(group))
+        group = []
+        bytes = 0
+      }
+      group.push(frame)
+      bytes += frame.length
+    }
+    frames.push(joinFrames(group))
+    return frames
+  }
+
+  /** A subscriber of several topics: their events of the tick in position order, shared by the same topic set. */
+  #merged (joined: Map<StoredEvent[] | string, Batch>, subscription: Subscription, byTopic: Map<Set<Subscription>, StoredEvent[]>): Batch {
+    const key = subscription.topics.join('\n')
+    const known = joined.get(key)
+    if (known !== undefined) return known
+    const events: StoredEvent[] = []
+    for (const name of subscription.topics) {
+      const subscribers = this.#topics.get(name)?.subscribers
+      const mine = subscribers === undefined ? undefined : byTopic.get(subscribers)
+      if (mine !== undefined) events.push(...mine)
+    }
+    events.sort(bySeq)
+    return this.#joined(joined, key, events)
+  }
+
+  /** A subscriber's events of the tick: written if it is live, kept while its replay is written. */
+  #hand (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
+    if (subscription.stream[kHeld] === this) subscription.stream[kHeld] = undefined
+    // A stream of another registration ended without telling this hub: it leaves now.
+    if (subscription.stream.closed) {
+      this.unsubscribe(subscription.stream)
+    } else if (subscription.live) {
+      this.#write(subscription, events, frames)
+    } else {
+      const pending = subscription.pending ??= []
+      // A released subscriber meets the same events again in the flush.
+      for (const event of events) if (pending.length === 0 || event.seq > pending[pending.length - 1].seq) pending.push(event)
+      if (pending.length > this.#settings.maxPending) {
+        subscription.stream[kCutOff]('event stream client too slow: live events piled up behind its replay, closing it',
+          { pendingEvents: pending.length, maxPending: this.#settings.maxPending })
+      }
+    }
+  }
+
+  /**
+   * Writes events (in position order) to a live subscriber, leaving out those it has (a replay wrote them): all of
+   * them as the frames given when it has none of them, else joined for it alone.
+   */
+  #write (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
+    let first = 0
+    while (first < events.length && events[first].seq <= subscription.position) first++
+    if (first === events.length) return
+    const fresh = first === 0 ? events : events.slice(first)
+    subscription.position = fresh[fresh.length - 1].seq
+    this.#delivered += fresh.length
+    for (const frame of first === 0 && frames !== undefined ? frames : this.#framesOf(fresh)) subscription.stream.write(frame)
   }
 
   #frame (event: StoredEvent): EncodedMessage {
@@ -271,6 +426,13 @@ export class EventHub<Events extends EventMap = EventMap> {
 }
 
 const noop = (): void => {}
+function flushTick (hub: EventHub<any>): void {
+  hub[kFlushTick]()
+}
+
+function bySeq (a: StoredEvent, b: StoredEvent): number {
+  return a.seq - b.seq
+}
 
 /** store.listen(), with a synchronous throw turned into a rejection like any other store failure. */
 async function listen (store: EventStore, topic: string, listener: StoreListener, onFailure: StoreFailure): Promise<() => Promise<void>> {

@@ -1,0 +1,202 @@
+// One delivery path for both shapes: events that reach the hub in the same tick go to each subscriber's socket as
+// one write (one joined frame shared by every subscriber that gets the same events), one event per tick as one
+// ready-made chunk. Exact about bytes, order and bounds on HTTP/1.1 chunked, HTTP/2 and app.inject().
+import { once } from 'node:events'
+import http2 from 'node:http2'
+import net from 'node:net'
+import t, { type Test } from 'tap'
+import { injectEventStream, type EventStream } from '../index.js'
+import { build, captureLogs, listen, readUntil, until } from './helpers.js'
+
+/** Counts the socket writes that carry `marker` (whatever path they took). */
+function spyWrites (t: Test, marker: string): { writes: number } {
+  const counts = { writes: 0 }
+  const write = net.Socket.prototype.write
+  net.Socket.prototype.write = function (this: net.Socket, chunk: unknown, ...rest: unknown[]) {
+    if ((Buffer.isBuffer(chunk) || typeof chunk === 'string') && chunk.includes(marker)) counts.writes++
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest)
+  } as typeof write
+  t.teardown(() => { net.Socket.prototype.write = write })
+  return counts
+}
+
+/** A raw HTTP/1.1 client reading one stream: everything received, as text. */
+async function rawStream (url: string, path: string): Promise<{ socket: net.Socket, text: () => string }> {
+  const { port } = new URL(url)
+  const socket = net.connect(Number(port), '127.0.0.1')
+  await once(socket, 'connect')
+  let received = ''
+  socket.setEncoding('latin1')
+  socket.on('data', (chunk: string) => { received += chunk })
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`)
+  return { socket, text: () => received }
+}
+
+/** The body of a chunked response: the chunks' contents, joined. */
+function dechunk (raw: string): { body: string, chunks: number } {
+  let rest = raw.slice(raw.indexOf('\r\n\r\n') + 4)
+  let body = ''
+  let chunks = 0
+  for (;;) {
+    const line = rest.indexOf('\r\n')
+    if (line === -1) break
+    const size = parseInt(rest.slice(0, line), 16)
+    if (Number.isNaN(size) || rest.length < line + 2 + size + 2) break
+    body += rest.slice(line + 2, line + 2 + size)
+    rest = rest.slice(line + 2 + size + 2)
+    chunks++
+    if (size === 0) break
+  }
+  return { body, chunks }
+}
+
+async function hubApp (t: Test, options: object = {}): Promise<{ app: Awaited<ReturnType<typeof build>>, url: string, streams: EventStream[] }> {
+  const app = await build(t, { heartbeat: false, ...options })
+  const streams: EventStream[] = []
+  app.get<{ Querystring: { topics: string } }>('/events', (request, reply) => {
+    const stream = reply.sse()
+    streams.push(stream)
+    app.eventHub.subscribe(stream, request.query.topics.split(','))
+  })
+  return { app, url: await listen(app), streams }
+}
+
+t.test('100 events published in one tick reach each of 3 subscribers in one socket write, byte-exact and in order', async t => {
+  const { app, url } = await hubApp(t)
+  const clients = await Promise.all([1, 2, 3].map(async () => await rawStream(url, '/events?topics=batch')))
+  await until(() => app.eventHub.stats().subscribers.batch === 3 && clients.every(client => dechunk(client.text()).chunks === 1), 'three subscribers with their position frame')
+  const counts = spyWrites(t, 'tick-')
+  const ids = await Promise.all(Array.from({ length: 100 }, (_, i) => app.eventHub.publish('batch', `tick-${i}`)))
+  const expected = ids.map((id, i) => `id: ${id}\ndata: tick-${i}\n\n`).join('')
+  await until(() => clients.every(client => dechunk(client.text()).body.endsWith('tick-99\n\n')), 'every event')
+  for (const client of clients) {
+    const { body, chunks } = dechunk(client.text())
+    t.equal(body.slice(body.indexOf('\n\n') + 2), expected, 'the 100 events, exactly, after the position frame')
+    t.equal(chunks, 2, 'the position frame, then one chunk for the 100 events')
+    client.socket.destroy()
+  }
+  t.equal(counts.writes, 3, 'one socket write per subscriber')
+  t.equal(app.eventHub.stats().delivered, 300)
+})
+
+t.test('one event per tick: one ready-made chunk per event, each written as it comes', async t => {
+  const { app, url } = await hubApp(t)
+  const client = await rawStream(url, '/events?topics=one')
+  await until(() => dechunk(client.text()).chunks === 1, 'the position frame')
+  const counts = spyWrites(t, 'single-')
+  for (let i = 0; i < 5; i++) {
+    await app.eventHub.publish('one', `single-${i}`)
+    await until(() => dechunk(client.text()).chunks === 2 + i, `event ${i}`)
+  }
+  t.equal(counts.writes, 5)
+  client.socket.destroy()
+})
+
+t.test('a subscriber of several topics gets a tick\'s events of all of them in position order, in one write; one of a single topic gets its own', async t => {
+  const { app, url } = await hubApp(t)
+  const both = await rawStream(url, '/events?topics=a,b')
+  const onlyA = await rawStream(url, '/events?topics=a')
+  const onlyB = await rawStream(url, '/events?topics=b')
+  await until(() => [both, onlyA, onlyB].every(client => dechunk(client.text()).chunks === 1), 'the position frames')
+  const published = await Promise.all(['a', 'b', 'a', 'a', 'b'].map(async (topic, i) => ({ topic, id: await app.eventHub.publish(topic, `${topic}${i}`), data: `${topic}${i}` })))
+  const frames = (topic?: string): string => published.filter(event => topic === undefined || event.topic === topic).map(event => `id: ${event.id}\ndata: ${event.data}\n\n`).join('')
+  await until(() => dechunk(both.text()).chunks === 2 && dechunk(onlyA.text()).chunks === 2 && dechunk(onlyB.text()).chunks === 2, 'one chunk each')
+  const after = (client: { text: () => string }): string => { const { body } = dechunk(client.text()); return body.slice(body.indexOf('\n\n') + 2) }
+  t.equal(after(both), frames(), 'a0 b1 a2 a3 b4, merged in position order')
+  t.equal(after(onlyA), frames('a'))
+  t.equal(after(onlyB), frames('b'))
+  for (const client of [both, onlyA, onlyB]) client.socket.destroy()
+})
+
+t.test('order: message() and the hub in the same tick leave in the order they were written, from a macrotask and from a microtask', async t => {
+  const { app, url, streams } = await hubApp(t)
+  const client = await rawStream(url, '/events?topics=o')
+  await until(() => dechunk(client.text()).chunks === 1 && streams.length === 1, 'the position frame')
+  const [stream] = streams
+  const body = (): string => { const { body } = dechunk(client.text()); return body.slice(body.indexOf('\n\n') + 2) }
+  // From a macrotask: message, publish, message, publish.
+  let ids: string[] = []
+  await new Promise<void>(resolve => setImmediate(() => {
+    stream.message('m1')
+    const first = app.eventHub.publish('o', 'h1')
+    stream.message('m2')
+    const second = app.eventHub.publish('o', 'h2')
+    Promise.all([first, second]).then(published => { ids = published; resolve() }, resolve)
+  }))
+  await until(() => body().includes('h2'), 'the second hub event')
+  t.equal(body(), `data: m1\n\nid: ${ids[0]}\ndata: h1\n\ndata: m2\n\nid: ${ids[1]}\ndata: h2\n\n`)
+  // From a microtask: publish first, then message and close in the same tick.
+  const before = body().length
+  await Promise.resolve().then(() => {
+    const published = app.eventHub.publish('o', 'h3')
+    stream.message('m3')
+    return published
+  }).then(id => { ids.push(id) })
+  await until(() => body().includes('m3'), 'm3')
+  t.equal(body().slice(before), `id: ${ids[2]}\ndata: h3\n\ndata: m3\n\n`)
+  // A stream closed in the tick of a publish gets the event before its end.
+  setImmediate(() => {
+    app.eventHub.publish('o', 'h4').catch(() => {})
+    stream.close().catch(() => {})
+  })
+  await until(() => client.text().endsWith('0\r\n\r\n'), 'the end of the body')
+  t.match(body().slice(before), /data: m3\n\nid: \d+\ndata: h4\n\n$/, 'h4, then the end')
+  client.socket.destroy()
+})
+
+t.test('bounds: ticks of 200 KiB reach a reading client in full, and a client that stopped reading is cut off at the bound', async t => {
+  const { logger, lines } = captureLogs('warn')
+  const app = await build(t, { heartbeat: false, maxBufferedBytes: 256 * 1024 }, { logger })
+  const streams: EventStream[] = []
+  app.get('/events', (_request, reply) => {
+    const stream = reply.sse()
+    streams.push(stream)
+    app.eventHub.subscribe(stream, 'big')
+  })
+  const url = await listen(app)
+  const reading = await rawStream(url, '/events')
+  const stalled = await rawStream(url, '/events')
+  await until(() => app.eventHub.stats().subscribers.big === 2 && dechunk(reading.text()).chunks === 1 && dechunk(stalled.text()).chunks === 1, 'two subscribers')
+  stalled.socket.pause()
+  // Ticks of 50 events of 4 KiB (joined into frames of up to 64 KiB), until the stalled client's socket is full.
+  const data = 'z'.repeat(4096)
+  let ticks = 0
+  while (!streams[1].closed && ticks < 200) {
+    await Promise.all(Array.from({ length: 50 }, async () => await app.eventHub.publish('big', data)))
+    ticks++
+    await until(() => dechunk(reading.text()).body.split('\n\n').length - 2 === ticks * 50, `tick ${ticks} at the reading client`)
+  }
+  t.ok(streams[1].closed, `the stalled client was cut off (after ${ticks} ticks)`)
+  t.equal(streams[0].closed, false, 'the reading client was not')
+  t.ok(lines.some(line => line.msg.includes('too slow') && (line.bufferedBytes as number) <= 256 * 1024 + 64 * 1024 + 4200), 'at the bound, logged')
+  t.equal(app.eventHub.stats().cutOff, 1)
+  reading.socket.destroy()
+  stalled.socket.destroy()
+})
+
+t.test('HTTP/2 and app.inject(): a tick\'s events arrive exactly, in order', async t => {
+  const { app, streams } = await hubApp(t)
+  const injected = await injectEventStream(app, '/events?topics=h')
+  const received: Array<{ id: string, data: string }> = []
+  ;(async () => { for await (const event of injected) received.push({ id: event.lastEventId, data: event.data }) })().catch(() => {})
+  await until(() => app.eventHub.stats().subscribers.h === 1 && streams.length === 1, 'the subscription')
+  await new Promise(resolve => setTimeout(resolve, 20))
+  const injectedIds = await Promise.all(Array.from({ length: 20 }, (_, i) => app.eventHub.publish('h', `inject-${i}`)))
+  await until(() => received.length === 20, 'every event through inject')
+  t.same(received, injectedIds.map((id, i) => ({ id, data: `inject-${i}` })), 'app.inject(): every event, in order')
+  await injected.close()
+
+  const h2app = await build(t, { heartbeat: false }, { http2: true })
+  h2app.get('/events', (_request, reply) => { h2app.eventHub.subscribe(reply.sse(), 'h') })
+  const url = await listen(h2app)
+  const session = http2.connect(url)
+  t.teardown(() => session.close())
+  const request = session.request({ ':path': '/events' })
+  request.setEncoding('utf8')
+  await readUntil(request, '\n\n')
+  await until(() => h2app.eventHub.stats().subscribers.h === 1, 'the subscription')
+  const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => h2app.eventHub.publish('h', `h2-${i}`)))
+  const text = await readUntil(request, 'h2-19\n\n')
+  t.equal(text, ids.map((id, i) => `id: ${id}\ndata: h2-${i}\n\n`).join(''))
+  request.close()
+})
