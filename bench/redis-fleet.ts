@@ -10,7 +10,11 @@
 //   timed out, the deliveries, what was lost (expected from acknowledged publishes minus received: negative when
 //   timed-out publishes were kept after all) or duplicated, p50/p99 publish-to-delivery, and Redis CPU.
 //
-// `node dist/bench/redis-fleet.js [storm|fleet]` (both by default). BENCH_FLEET_SECONDS shortens the minute;
+// - e2e: one instance publishing as fast as it is accepted, 1,000 subscribers on another: deliveries per second
+//   against the in-memory store, and socket writes per delivered event (BENCH_PROFILE_DIR: the subscribers'
+//   instance writes a CPU profile there).
+//
+// `node dist/bench/redis-fleet.js [storm|fleet|e2e]` (all by default). BENCH_FLEET_SECONDS shortens the minute;
 // BENCH_FLEET_KILL=1 has Redis cut every instance's live connection every 5 s of it.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import readline from 'node:readline'
@@ -29,8 +33,8 @@ class Child {
   readonly process: ChildProcessWithoutNullStreams
   readonly #lines: AsyncIterator<string>
 
-  constructor (script: string, args: string[]) {
-    this.process = spawn(process.execPath, ['--max-old-space-size=4096', script, ...args])
+  constructor (script: string, args: string[], flags: string[] = []) {
+    this.process = spawn(process.execPath, ['--max-old-space-size=4096', ...flags, script, ...args])
     this.process.stderr.pipe(process.stderr)
     this.#lines = readline.createInterface({ input: this.process.stdout })[Symbol.asyncIterator]()
   }
@@ -217,12 +221,58 @@ async function fleet (redisUrl: string, admin: Redis): Promise<void> {
   for (const child of [...instances, ...workers]) child.process.kill()
 }
 
-const modes = process.argv[2] === undefined ? ['storm', 'fleet'] : [process.argv[2]]
+/**
+ * End to end: instance A publishes EVENTS to one topic as fast as it is accepted, 1,000 subscribers of it on
+ * instance B; against one instance on the in-memory store doing both. Deliveries per second, and the socket writes
+ * per delivered event on the subscribers' side (a Redis read's entries go out as one write per subscriber).
+ */
+async function endToEnd (redisUrl: string): Promise<void> {
+  const SUBSCRIBERS = 1000
+  const EVENTS = 5000
+  const rows: string[] = []
+  for (const kind of ['memory', 'redis']) {
+    const prefix = `{e2e-${Date.now()}}`
+    const profile = process.env.BENCH_PROFILE_DIR === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE_DIR]
+    const subscriberSide = new Child(INSTANCE, [kind === 'memory' ? 'memory' : redisUrl, prefix], kind === 'redis' ? profile : [])
+    const publisherSide = kind === 'memory' ? subscriberSide : new Child(INSTANCE, [redisUrl, prefix])
+    const port = Number(await subscriberSide.next('ready'))
+    if (publisherSide !== subscriberSide) await publisherSide.next('ready')
+    const [worker] = await startWorkers([port], SUBSCRIBERS, 1)
+    subscriberSide.send('writes')
+    const writesBefore = Number(await subscriberSide.next('writes'))
+    const started = Date.now()
+    publisherSide.send(`flood ${EVENTS} 256 shared:0`)
+    const publishMs = Number(await publisherSide.next('flooded'))
+    let report = await reports([worker])
+    while ((report.counts['shared:0'] ?? 0) < SUBSCRIBERS * EVENTS && Date.now() - started < 120_000) {
+      await sleep(50)
+      report = await reports([worker])
+    }
+    const seconds = (Date.now() - started) / 1000
+    subscriberSide.send('writes')
+    const writes = Number(await subscriberSide.next('writes')) - writesBefore
+    const delivered = report.counts['shared:0'] ?? 0
+    rows.push(`| ${kind === 'memory' ? 'MemoryStore (one instance)' : 'RedisStore (publish on A, subscribers on B)'} | ${Math.round(EVENTS / (publishMs / 1000)).toLocaleString('en-US')} | ` +
+      `${Math.round(delivered / seconds).toLocaleString('en-US')} | ${(delivered / (SUBSCRIBERS * EVENTS) * 100).toFixed(1)}% | ${(writes / delivered).toFixed(3)} | ` +
+      `${report.duplicates + report.outOfOrder} |`)
+    for (const child of new Set([subscriberSide, publisherSide, worker])) child.process.kill('SIGTERM')
+    await sleep(500)
+  }
+  say(`### End to end: ${EVENTS.toLocaleString('en-US')} events published as fast as accepted (256 at a time), ${SUBSCRIBERS.toLocaleString('en-US')} subscribers`)
+  say('')
+  say('| store | publishes/s | deliveries/s | delivered | socket writes per delivered event | duplicated or out of order |')
+  say('|---|---:|---:|---:|---:|---:|')
+  for (const row of rows) say(row)
+  say('')
+}
+
+const modes = process.argv[2] === undefined ? ['storm', 'fleet', 'e2e'] : [process.argv[2]]
 const redis = await startRedis()
 const admin = new Redis(redis.url)
 try {
   if (modes.includes('storm')) await storm(redis.url, admin)
   if (modes.includes('fleet')) await fleet(redis.url, admin)
+  if (modes.includes('e2e')) await endToEnd(redis.url)
 } finally {
   admin.disconnect()
   await redis.stop()

@@ -4,13 +4,17 @@
 // <users> <shared topics> <shared per second>" publishes through its own hub at that rate, to a random user's
 // topic and now and then to a shared one, each event's data "<topic>|<monotonic µs>"; it then prints "published"
 // and, as JSON, the acknowledged publishes per topic and how many failed (timed out: kept or not). "missed <users>" publishes an event to each user's topic and five to shared:0.
-// "stats" prints the store's stats as JSON.
+// "flood <count> <concurrency> <topic>" publishes as fast as accepted and prints "flooded <ms>"; "writes" prints
+// how many socket writes went to HTTP clients so far; "stats" prints the store's stats as JSON.
+import net from 'node:net'
 import readline from 'node:readline'
 import Fastify from 'fastify'
 import fastifyEventStream from '../index.js'
 import { RedisStore } from '../lib/stores/redis.js'
 
 const [redisUrl, prefix] = process.argv.slice(2)
+// A clean exit on SIGTERM, so that `node --cpu-prof` writes its profile.
+process.on('SIGTERM', () => process.exit(0))
 const app = Fastify({ logger: { level: 'warn' } })
 const store = redisUrl === 'memory' ? undefined : new RedisStore({ connection: redisUrl, prefix, log: app.log })
 await app.register(fastifyEventStream, { heartbeat: false, reconnectWindow: false, hub: { store } })
@@ -21,6 +25,28 @@ await app.listen({ port: 0, host: '127.0.0.1' })
 process.stdout.write(`ready ${(app.server.address() as { port: number }).port}\n`)
 
 const now = (): bigint => process.hrtime.bigint() / 1000n
+
+// Socket writes to the HTTP clients (not to Redis), for "writes": how many a delivered batch costs.
+let httpWrites = 0
+const write = net.Socket.prototype.write
+const redisPort = redisUrl === 'memory' ? -1 : Number(new URL(redisUrl).port)
+net.Socket.prototype.write = function (this: net.Socket, ...args: unknown[]) {
+  if (this.remotePort !== redisPort) httpWrites++
+  return (write as (...args: unknown[]) => boolean).apply(this, args)
+} as typeof write
+
+/** Publishes `count` events to a topic as fast as they are accepted, `concurrency` at a time; resolves with the ms. */
+async function flood (count: number, concurrency: number, topic: string): Promise<number> {
+  const started = Date.now()
+  let next = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < count) {
+      next++
+      await app.eventHub.publish(topic, `${topic}|${now()}`).catch(() => {})
+    }
+  }))
+  return Date.now() - started
+}
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 /** Publishes `rate` events a second for `seconds`, in slices of 10 ms; resolves with the count per topic. */
@@ -60,6 +86,10 @@ for await (const line of readline.createInterface({ input: process.stdin })) {
     for (let i = 0; i < 5; i++) all.push(app.eventHub.publish('shared:0', `shared:0|${now()}`))
     await Promise.all(all)
     process.stdout.write('missed\n')
+  } else if (command === 'flood') {
+    process.stdout.write(`flooded ${await flood(Number(args[0]), Number(args[1]), args[2])}\n`)
+  } else if (command === 'writes') {
+    process.stdout.write(`writes ${httpWrites}\n`)
   } else if (command === 'stats') {
     process.stdout.write(`stats ${JSON.stringify(app.eventHub.stats().store)}\n`)
   }

@@ -1,7 +1,8 @@
 // `npm run bench`: every implementation in its own server process on loopback, the same routes, rounds interleaved
 // (A B C … A B C …), medians, and the ratio of ours to each other one. Writes bench/RESULTS.md.
 //   BENCH_ROUNDS (default 3), BENCH_CLIENTS (default "1000,10000"), BENCH_BURST (default 100000),
-//   BENCH_IMPLS (default all: a comma-separated subset, for a quick look while working)
+//   BENCH_IMPLS (default all: a comma-separated subset, for a quick look while working), BENCH_RESULTS (a file to
+//   write instead of bench/RESULTS.md)
 import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import os from 'node:os'
@@ -9,13 +10,20 @@ import { fileURLToPath } from 'node:url'
 import { open, openMany, request } from './client.js'
 
 const FLOOR = 'node:http (socket)'
-const ALL = ['ours', 'ours (hub)', 'node:http', FLOOR, '@fastify/sse', 'fastify-sse-v2', 'better-sse']
+/** ours broadcasting with a loop of stream.message(): in the batch scenarios only. */
+const MESSAGE = 'ours (message)'
+const ALL = ['ours', 'ours (hub)', MESSAGE, 'node:http', FLOOR, '@fastify/sse', 'fastify-sse-v2', 'better-sse']
 const IMPLS = process.env.BENCH_IMPLS === undefined ? ALL : ALL.filter(impl => (process.env.BENCH_IMPLS as string).split(',').includes(impl))
 /** The hub's burst is the core's: it is measured in fan-out and idle only. */
 const HUB = 'ours (hub)'
-const OTHERS = IMPLS.filter(impl => impl !== 'ours' && impl !== HUB)
-/** The hub against the two plain servers: res.write() and the pre-framed socket floor. */
-const HUB_VERSUS = ['node:http', FLOOR]
+const OTHERS = IMPLS.filter(impl => impl !== 'ours' && impl !== HUB && impl !== MESSAGE)
+/** The hub against the two plain servers (res.write() and the pre-framed socket floor) and the message() loop. */
+const HUB_VERSUS = ['node:http', FLOOR, MESSAGE]
+/** The batch scenarios: ours, the hub, the message() loop and the two plain servers. */
+const BATCH_IMPLS = ['ours', HUB, MESSAGE, 'node:http', FLOOR]
+/** Events per batch, and batches per measurement. */
+const BATCH = 100
+const BATCHES = 3
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1000,10000').split(',').map(Number)
 const BURST = Number(process.env.BENCH_BURST ?? 100_000)
@@ -89,6 +97,53 @@ async function fanout (server: Server, clients: number): Promise<Record<string, 
   }
 }
 
+/**
+ * `clients` subscribers, BATCHES batches of BATCH events: all of a batch in one tick (`tick`), each event in its own
+ * macrotask (`spread`), or in one tick while 1% of the clients have stopped reading (`mixed`, measured at the rest).
+ * Deliveries per second, p50/p99 from the request to the last reader's last event, CPU per delivery.
+ */
+async function batches (server: Server, clients: number, mode: 'tick' | 'spread' | 'mixed'): Promise<Record<string, number>> {
+  const sockets = await openMany(server.port, '/subscribe', clients)
+  await until(async () => (await stats(server.port)).subscribers === clients && sockets.every(s => s.counter.headers))
+  await new Promise(resolve => setTimeout(resolve, 100))
+  // In `mixed`, every hundredth client stops reading: its socket fills while the others read on.
+  const stalled = mode === 'mixed' ? sockets.filter((_, i) => i % 100 === 0) : []
+  for (const s of stalled) s.socket.pause()
+  const readers = sockets.filter(s => !stalled.includes(s))
+  const before = await stats(server.port)
+  const latencies: number[] = []
+  const started = performance.now()
+  for (let round = 1; round <= BATCHES; round++) {
+    const base = readers.map(s => s.counter.frames)
+    let reached = 0
+    const all = new Promise<void>(resolve => {
+      readers.forEach((s, i) => {
+        let done = false
+        s.counter.onFrames = () => {
+          if (done || s.counter.frames - base[i] < BATCH) return
+          done = true
+          if (++reached === readers.length) resolve()
+        }
+      })
+    })
+    const sent = performance.now()
+    await request(server.port, 'POST', `/broadcast?seq=${round * 1000}&count=${BATCH}&spread=${mode === 'spread' ? 1 : 0}`)
+    await all
+    latencies.push(performance.now() - sent)
+  }
+  const seconds = (performance.now() - started) / 1000
+  const after = await stats(server.port)
+  for (const s of sockets) s.socket.destroy()
+  await until(async () => (await stats(server.port)).subscribers === 0)
+  latencies.sort((a, b) => a - b)
+  return {
+    deliveriesPerSecond: readers.length * BATCH * BATCHES / seconds,
+    p50: latencies[Math.floor(latencies.length * 0.5)],
+    p99: latencies[latencies.length - 1],
+    cpuPerMillion: (after.cpu - before.cpu) / (readers.length * BATCH * BATCHES) * 1e6
+  }
+}
+
 /** A fresh server, `clients` idle streams: memory per stream and connections per second. */
 async function idle (impl: string, clients: number): Promise<Record<string, number>> {
   const server = await start(impl)
@@ -128,10 +183,16 @@ for (let round = 1; round <= ROUNDS; round++) {
   for (const impl of IMPLS) {
     const server = servers.get(impl) as Server
     process.stderr.write(`round ${round} ${impl}\n`)
-    // The burst is the core's for the hub, and res.write()'s for the floor (which differs in broadcasts only).
-    if (impl !== HUB && impl !== FLOOR) record('burst', impl, await burst(server))
-    for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
-    record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))
+    // The burst is the core's for the hub and the message() loop, and res.write()'s for the floor (which differs in
+    // broadcasts only); the message() loop differs from ours in broadcasts of batches only.
+    if (impl !== HUB && impl !== FLOOR && impl !== MESSAGE) record('burst', impl, await burst(server))
+    if (impl !== MESSAGE) for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
+    if (BATCH_IMPLS.includes(impl)) {
+      for (const mode of ['tick', 'spread', 'mixed'] as const) {
+        for (const clients of CLIENTS) record(`${BATCH} events ${mode === 'tick' ? 'in one tick' : mode === 'spread' ? 'one per tick' : 'in one tick, 1% stalled'} ${clients}`, impl, await batches(server, clients, mode))
+      }
+    }
+    if (impl !== MESSAGE) record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))
   }
 }
 for (const server of servers.values()) server.stop()
@@ -152,7 +213,8 @@ for (const [key, row] of results) {
 const table = lines.join('\n')
 console.log(table)
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
-await writeFile(new URL('../../bench/RESULTS.md', import.meta.url), `# Benchmark results
+// BENCH_RESULTS: write the table elsewhere (a before/after comparison, say) instead of bench/RESULTS.md.
+await writeFile(process.env.BENCH_RESULTS ?? new URL('../../bench/RESULTS.md', import.meta.url), `# Benchmark results
 
 Machine: ${machine}. Node ${process.version}. Date: ${new Date().toISOString().slice(0, 10)}.
 Command: \`npm run bench\` (BENCH_ROUNDS=${ROUNDS}, clients ${CLIENTS.join(' and ')}, burst ${BURST} events, ${BROADCASTS} broadcasts per fan-out).

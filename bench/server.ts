@@ -1,7 +1,8 @@
 // One benchmark server: `node dist/bench/server.js <implementation>`. Every implementation serves the same routes:
 //   GET  /burst?n=N     N events of about 50 bytes with ids, respecting backpressure, then the end of the body
 //   GET  /subscribe     an open stream that joins the broadcast set
-//   POST /broadcast?seq one event to every subscriber
+//   POST /broadcast?seq one event to every subscriber; with &count=N N events (seq, seq+1, …), all in one tick, or
+//                       with &spread=1 each in its own macrotask
 //   GET  /stats         memory, CPU and subscriber count (after a GC when run with --expose-gc)
 // It prints its port on stdout once listening.
 import { once } from 'node:events'
@@ -19,6 +20,8 @@ interface Impl {
   burst: (request: http.IncomingMessage, response: http.ServerResponse, n: number, reply?: any) => Promise<void>
   subscribe: (request: http.IncomingMessage, response: http.ServerResponse, reply?: any) => Promise<void> | void
   broadcast: (seq: number) => void
+  /** ours only: the same broadcast with stream.message() to each stream (encoded for each). */
+  broadcastMessage?: (seq: number) => void
   subscribers: () => number
 }
 
@@ -27,6 +30,17 @@ function stats (subscribers: number): object {
   const { rss, heapUsed } = process.memoryUsage()
   const { user, system } = process.cpuUsage()
   return { rss, heapUsed, cpu: (user + system) / 1e6, subscribers }
+}
+
+/** The broadcasts a /broadcast request asks for: `count` of them from `seq`, in one tick or one per macrotask. */
+async function broadcasts (url: URL, broadcast: (seq: number) => void): Promise<void> {
+  const seq = Number(url.searchParams.get('seq'))
+  const count = Number(url.searchParams.get('count') ?? 1)
+  const spread = url.searchParams.get('spread') === '1'
+  for (let i = 0; i < count; i++) {
+    if (spread && i > 0) await new Promise(resolve => setImmediate(resolve))
+    broadcast(seq + i)
+  }
 }
 
 /** The frame as one HTTP/1.1 chunk: size in hex, CRLF, frame, CRLF. */
@@ -56,13 +70,15 @@ async function nodeHttp (socket: boolean): Promise<http.Server> {
       subscribers.add(response)
       response.on('close', () => subscribers.delete(response))
     } else if (url.pathname === '/broadcast') {
-      const shared = Buffer.from(frame(Number(url.searchParams.get('seq'))))
-      if (socket) {
-        const chunk = chunked(shared)
-        for (const subscriber of subscribers) subscriber.socket?.write(chunk)
-      } else {
-        for (const subscriber of subscribers) subscriber.write(shared)
-      }
+      await broadcasts(url, seq => {
+        const shared = Buffer.from(frame(seq))
+        if (socket) {
+          const chunk = chunked(shared)
+          for (const subscriber of subscribers) subscriber.socket?.write(chunk)
+        } else {
+          for (const subscriber of subscribers) subscriber.write(shared)
+        }
+      })
       response.end('{}')
     } else {
       response.end(JSON.stringify(stats(subscribers.size)))
@@ -87,6 +103,9 @@ async function ours (app: FastifyInstance): Promise<Impl> {
     broadcast (seq) {
       const encoded = encodeMessage(PAYLOAD, { id: seq })
       for (const stream of streams) stream.write(encoded)
+    },
+    broadcastMessage (seq) {
+      for (const stream of streams) stream.message(PAYLOAD, { id: seq })
     },
     subscribers: () => streams.size
   }
@@ -176,9 +195,15 @@ async function betterSse (_app: FastifyInstance): Promise<Impl> {
   }
 }
 
+/** ours, broadcasting with a loop of stream.message(): each event encoded for each stream. */
+async function oursMessage (app: FastifyInstance): Promise<Impl> {
+  const core = await ours(app)
+  return { ...core, broadcast: core.broadcastMessage as (seq: number) => void }
+}
+
 async function fastifyServer (name: string): Promise<http.Server> {
   const app = Fastify()
-  const impl = await ({ ours, 'ours (hub)': oursHub, '@fastify/sse': fastifySse, 'fastify-sse-v2': fastifySseV2, 'better-sse': betterSse } as
+  const impl = await ({ ours, 'ours (message)': oursMessage, 'ours (hub)': oursHub, '@fastify/sse': fastifySse, 'fastify-sse-v2': fastifySseV2, 'better-sse': betterSse } as
     Record<string, (app: FastifyInstance) => Promise<Impl>>)[name](app)
   const raw = name === 'better-sse'
   // @fastify/sse serves a route as SSE only when the route says so.
@@ -191,8 +216,8 @@ async function fastifyServer (name: string): Promise<http.Server> {
     if (raw) reply.hijack()
     await impl.subscribe(request.raw, reply.raw, reply)
   })
-  app.post<{ Querystring: { seq: string } }>('/broadcast', async request => {
-    impl.broadcast(Number(request.query.seq))
+  app.post('/broadcast', async request => {
+    await broadcasts(new URL(request.url, 'http://x'), seq => impl.broadcast(seq))
     return {}
   })
   app.get('/stats', async () => stats(impl.subscribers()))

@@ -4,7 +4,7 @@ import {
   FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_INVALID_TOPIC
 } from './errors.js'
 import { isPositionId, type EventStore, type NewEvent, type Replay, type StoreFailure, type StoredEvent, type StoreListener, type StoreStats } from './stores/store.js'
-import { EventStream, kCutOff, kHeld, kRelease, type EventMap, type Holder } from './stream.js'
+import { EventStream, kCutOff, kHolder, kRelease, type EventMap, type Holder } from './stream.js'
 
 export interface PublishOptions {
   /** The event type; clients dispatch the event under it. */
@@ -90,10 +90,10 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   readonly #subscriptions = new Map<EventStream<any, any>, Subscription>()
   /** The store's deliveries of this tick: a topic's subscribers, then the event, and so on (see #dispatch). */
   #tick: Array<Set<Subscription> | StoredEvent> = []
-  /** Marks the subscribers a flush has handled already (a subscriber of several topics is met once for each). */
+  /** Marks the subscribers a flush of several events has handled (a subscriber of several topics is met once for each). */
   #stamp = 0
-  /** The subscriber sets whose streams are marked as held this tick. */
-  readonly #held = new Set<Set<Subscription>>()
+  /** True while a flush writes: the hub's own writes release nothing. */
+  #flushing = false
   /** Each stored event is encoded once, for every live subscriber and every replay that includes it. */
   readonly #frames = new WeakMap<StoredEvent, EncodedMessage>()
   #published = 0
@@ -140,6 +140,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     const resumeFrom = options.lastEventId ?? stream.lastEventId
     const subscription: Subscription = { stream, topics: names, position: 0, live: false, pending: null, stamp: 0 }
     this.#subscriptions.set(stream, subscription)
+    stream[kHolder] = this
     const listening = names.map(name => this.#join(name, subscription))
     // An empty id means no id, as an empty Last-Event-ID header does.
     return this.#start(subscription, listening, resumeFrom === undefined || resumeFrom === '' ? undefined : String(resumeFrom))
@@ -150,6 +151,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     const subscription = this.#subscriptions.get(stream)
     if (subscription === undefined) return false
     this.#subscriptions.delete(stream)
+    stream[kHolder] = undefined
     for (const name of subscription.topics) this.#leave(name, subscription)
     return true
   }
@@ -224,33 +226,25 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
 
   /**
    * What the store delivers waits for the end of the tick (or for publish() to resolve), so that a tick's events
-   * reach each socket as one write. Its subscribers' streams are marked as held meanwhile: anything written to one
-   * of them first has this hub write what it holds for it, so frames leave in the order they were written.
+   * reach each socket as one write. Anything else written to a subscriber's stream meanwhile first has this hub
+   * write what it holds for it (kRelease), so frames leave in the order they were written.
    */
   #dispatch (subscribers: Set<Subscription>, event: StoredEvent): void {
     if (this.#tick.length === 0) process.nextTick(flushTick, this)
     this.#tick.push(subscribers, event)
-    if (this.#held.has(subscribers)) return
-    this.#held.add(subscribers)
-    for (const subscription of subscribers) subscription.stream[kHeld] = this
   }
 
   /**
-   * Something else is written to a held stream: what this tick holds for it goes first. The flush passes over
-   * these events again, and the subscriber's position (or its pending list) leaves them out then.
+   * Something else is written to a subscriber's stream: what this tick holds for it goes first. The flush passes
+   * over these events again, and the subscriber's position (or its pending list) leaves them out then.
    */
   [kRelease] (stream: EventStream<any, any>): void {
-    const subscription = this.#subscriptions.get(stream)
-    if (subscription === undefined) return
-    // Events of its topics later in this tick mark it as held again.
-    for (const name of subscription.topics) {
-      const topic = this.#topics.get(name)
-      if (topic !== undefined) this.#held.delete(topic.subscribers)
-    }
+    if (this.#tick.length === 0 || this.#flushing) return
+    const subscription = this.#subscriptions.get(stream) as Subscription
     const tick = this.#tick
     const events: StoredEvent[] = []
     for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
-    this.#hand(subscription, events, undefined)
+    if (events.length > 0) this.#hand(subscription, events, undefined)
   }
 
   /**
@@ -262,19 +256,23 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     const tick = this.#tick
     if (tick.length === 0) return
     this.#tick = []
-    this.#held.clear()
-    const stamp = ++this.#stamp
+    this.#flushing = true
+    try {
+      this.#flush(tick)
+    } finally {
+      this.#flushing = false
+    }
+  }
+
+  #flush (tick: Array<Set<Subscription> | StoredEvent>): void {
     if (tick.length === 2) {
       const event = tick[1] as StoredEvent
       const events = [event]
       const frames = [this.#frame(event)]
-      for (const subscription of tick[0] as Set<Subscription>) {
-        if (subscription.stamp === stamp) continue
-        subscription.stamp = stamp
-        this.#hand(subscription, events, frames)
-      }
+      for (const subscription of tick[0] as Set<Subscription>) this.#hand(subscription, events, frames)
       return
     }
+    const stamp = ++this.#stamp
     const byTopic = new Map<Set<Subscription>, StoredEvent[]>()
     for (let i = 0; i < tick.length; i += 2) {
       const subscribers = tick[i] as Set<Subscription>
@@ -332,19 +330,19 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     const key = subscription.topics.join('\n')
     const known = joined.get(key)
     if (known !== undefined) return known
-    const events: StoredEvent[] = []
+    const lists: StoredEvent[][] = []
     for (const name of subscription.topics) {
-      const subscribers = this.#topics.get(name)?.subscribers
-      const mine = subscribers === undefined ? undefined : byTopic.get(subscribers)
-      if (mine !== undefined) events.push(...mine)
+      const mine = byTopic.get((this.#topics.get(name) as Topic).subscribers)
+      if (mine !== undefined) lists.push(mine)
     }
-    events.sort(bySeq)
+    // Events of one of its topics only (a user's topic and a shared one, say): the topic's own frames, shared.
+    if (lists.length === 1) return this.#joined(joined, lists[0], lists[0])
+    const events = lists.flat().sort(bySeq)
     return this.#joined(joined, key, events)
   }
 
   /** A subscriber's events of the tick: written if it is live, kept while its replay is written. */
   #hand (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
-    if (subscription.stream[kHeld] === this) subscription.stream[kHeld] = undefined
     // A stream of another registration ended without telling this hub: it leaves now.
     if (subscription.stream.closed) {
       this.unsubscribe(subscription.stream)

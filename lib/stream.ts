@@ -95,8 +95,8 @@ export const kEnd = Symbol('fastify-event-stream.end')
 export const kOpenedAt = Symbol('fastify-event-stream.opened-at')
 export const kDeadline = Symbol('fastify-event-stream.deadline')
 export const kCutOff = Symbol('fastify-event-stream.cut-off')
-/** A hub that holds frames for the stream until the end of the tick (see Holder). */
-export const kHeld = Symbol('fastify-event-stream.held')
+/** The hub the stream is subscribed to, which may hold frames for it until the end of the tick (see Holder). */
+export const kHolder = Symbol('fastify-event-stream.holder')
 export const kRelease = Symbol('fastify-event-stream.release')
 
 /**
@@ -122,7 +122,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   /** When the stream opened and when it ends of age (ms since the epoch); set by the registry with maxStreamAge. */
   [kOpenedAt] = 0;
   [kDeadline] = Infinity;
-  [kHeld]: Holder | undefined = undefined
+  [kHolder]: Holder | undefined = undefined
   readonly #res: RawResponse
   readonly #settings: StreamSettings
   #controller: AbortController | undefined
@@ -188,7 +188,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
    */
   write (frame: EncodedMessage): Promise<boolean> {
     if (!(frame instanceof Uint8Array)) throw new FST_SSE_INVALID_FIELD('write() takes a frame from encodeMessage()')
-    if (this[kHeld] !== undefined) this.#release()
+    this[kHolder]?.[kRelease](this)
     // An idle HTTP/1.1 stream takes the frame as one ready-made chunk, shared by every stream it goes to: one socket
     // write, no tick of its own. Anything waiting (a batch, a queue, bytes in the socket) keeps the ordinary path.
     if (this.#socket !== undefined && !this.#ending && !this.#blocked && this.#batch.length === 0 && this.#res.writableLength === 0 &&
@@ -274,7 +274,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   /** Hands what is queued to the socket, then ends the response. Idempotent; resolves once the response closed. */
   close (): Promise<void> {
-    if (this[kHeld] !== undefined) this.#release()
+    this[kHolder]?.[kRelease](this)
     if (!this.#ending) {
       this.#beginEnd()
       // At most one of the two holds frames: the batch fills only while the socket takes writes, the queue only
@@ -310,15 +310,8 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#active = false
   }
 
-  /** Frames a hub holds for this stream go first. */
-  #release (): void {
-    const holder = this[kHeld] as Holder
-    this[kHeld] = undefined
-    holder[kRelease](this)
-  }
-
   #enqueue (frame: Frame): Promise<boolean> {
-    if (this[kHeld] !== undefined) this.#release()
+    this[kHolder]?.[kRelease](this)
     if (this.#ending) return NOT_WRITTEN
     this.#active = true
     // While the socket is full, frames wait as bytes, so that the bound counts bytes. In a batch, text waits as text

@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import http2 from 'node:http2'
 import net from 'node:net'
 import t, { type Test } from 'tap'
-import { injectEventStream, type EventStream } from '../index.js'
+import { injectEventStream, MemoryStore, type EventStore, type EventStream } from '../index.js'
 import { build, captureLogs, listen, readUntil, until } from './helpers.js'
 
 /** Counts the socket writes that carry `marker` (whatever path they took). */
@@ -199,4 +199,96 @@ t.test('HTTP/2 and app.inject(): a tick\'s events arrive exactly, in order', asy
   const text = await readUntil(request, 'h2-19\n\n')
   t.equal(text, ids.map((id, i) => `id: ${id}\ndata: h2-${i}\n\n`).join(''))
   request.close()
+})
+
+t.test('subscribers with the same topics share one merged frame; a tick with events of only one of their topics', async t => {
+  const { app, url } = await hubApp(t)
+  const clients = await Promise.all([1, 2].map(async () => await rawStream(url, '/events?topics=a,b')))
+  await until(() => clients.every(client => dechunk(client.text()).chunks === 1), 'the position frames')
+  const counts = spyWrites(t, 'shared-')
+  const onlyA = await Promise.all([0, 1].map(async i => await app.eventHub.publish('a', `shared-a${i}`)))
+  await until(() => clients.every(client => dechunk(client.text()).chunks === 2), 'the first tick')
+  const mixed = await Promise.all(['b', 'a'].map(async topic => await app.eventHub.publish(topic, `shared-${topic}`)))
+  await until(() => clients.every(client => dechunk(client.text()).chunks === 3), 'the second tick')
+  const expected = `id: ${onlyA[0]}\ndata: shared-a0\n\nid: ${onlyA[1]}\ndata: shared-a1\n\nid: ${mixed[0]}\ndata: shared-b\n\nid: ${mixed[1]}\ndata: shared-a\n\n`
+  for (const client of clients) {
+    const { body } = dechunk(client.text())
+    t.equal(body.slice(body.indexOf('\n\n') + 2), expected)
+    client.socket.destroy()
+  }
+  t.equal(counts.writes, 4, 'one write per subscriber per tick')
+})
+
+t.test('events larger than the join limit go one frame each, in order', async t => {
+  const { app, url } = await hubApp(t)
+  const client = await rawStream(url, '/events?topics=big')
+  await until(() => dechunk(client.text()).chunks === 1, 'the position frame')
+  const big = ['x', 'y', 'z'].map(letter => letter.repeat(70 * 1024))
+  const ids = await Promise.all(big.map(async data => await app.eventHub.publish('big', data)))
+  await until(() => dechunk(client.text()).chunks === 4, 'three chunks', 10_000)
+  const { body } = dechunk(client.text())
+  t.equal(body.slice(body.indexOf('\n\n') + 2), ids.map((id, i) => `id: ${id}\ndata: ${big[i]}\n\n`).join(''))
+  client.socket.destroy()
+})
+
+t.test('a stream unsubscribed while the hub holds an event for it gets nothing of the hub, and what it writes itself', async t => {
+  const { app, url, streams } = await hubApp(t)
+  const client = await rawStream(url, '/events?topics=u')
+  await until(() => dechunk(client.text()).chunks === 1 && streams.length === 1, 'the position frame')
+  await new Promise<void>(resolve => setImmediate(() => {
+    app.eventHub.publish('u', 'not for it').catch(() => {})
+    app.eventHub.unsubscribe(streams[0])
+    streams[0].message('its own')
+    resolve()
+  }))
+  await until(() => dechunk(client.text()).body.includes('its own'), 'its own message')
+  await new Promise(resolve => setTimeout(resolve, 20))
+  t.notMatch(dechunk(client.text()).body, /not for it/)
+  client.socket.destroy()
+})
+
+t.test('a subscriber still replaying that is written to while the hub holds an event for it gets the event once, after its replay', async t => {
+  const inner = new MemoryStore()
+  let open!: () => void
+  const gate = new Promise<void>(resolve => { open = resolve })
+  const store: EventStore = {
+    append: inner.append.bind(inner),
+    async readAfter (topics, lastEventId) { await gate; return await inner.readAfter(topics, lastEventId) },
+    listen: inner.listen.bind(inner),
+    close: inner.close.bind(inner)
+  }
+  const { app, url, streams } = await hubApp(t, { hub: { store } })
+  const first = await app.eventHub.publish('r', 'replayed')
+  const { port } = new URL(url)
+  const socket = net.connect(Number(port), '127.0.0.1')
+  await once(socket, 'connect')
+  let received = ''
+  socket.setEncoding('latin1')
+  socket.on('data', (chunk: string) => { received += chunk })
+  socket.write(`GET /events?topics=r HTTP/1.1\r\nHost: x\r\nLast-Event-ID: ${Number(first) - 1}\r\n\r\n`)
+  await until(() => app.eventHub.stats().subscribers.r === 1 && streams.length === 1, 'the subscription')
+  let live = ''
+  await new Promise<void>(resolve => setImmediate(() => {
+    app.eventHub.publish('r', 'live').then(id => { live = id }, () => {})
+    streams[0].comment('note')
+    resolve()
+  }))
+  open()
+  await until(() => dechunk(received).body.includes('data: live'), 'the live event')
+  await new Promise(resolve => setTimeout(resolve, 20))
+  t.equal(dechunk(received).body, `: note\n\nid: ${first}\ndata: replayed\n\nid: ${live}\ndata: live\n\n`, 'the comment, the replay, the live event once')
+  socket.destroy()
+})
+
+t.test('a stream of another registration that ended is dropped by a tick of several events', async t => {
+  const { app } = await hubApp(t)
+  const other = await build(t, { heartbeat: false })
+  let stream: EventStream | undefined
+  other.get('/elsewhere', (_request, reply) => { stream = reply.sse() })
+  const response = await injectEventStream(other, '/elsewhere')
+  t.equal(await app.eventHub.subscribe(stream as EventStream, 'gone'), true)
+  await response.close()
+  await Promise.all([app.eventHub.publish('gone', 'x'), app.eventHub.publish('gone', 'y')])
+  t.same(app.eventHub.stats().subscribers, {})
+  t.equal(app.eventHub.stats().delivered, 0)
 })
