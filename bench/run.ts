@@ -60,74 +60,37 @@ async function burst (server: Server): Promise<Record<string, number>> {
   return { eventsPerSecond: BURST / seconds, cpuPerMillion: (after.cpu - before.cpu) / BURST * 1e6 }
 }
 
-/** `clients` subscribers, BROADCASTS events to all: deliveries per second, p50/p99 send-to-last-receipt, CPU. */
-async function fanout (server: Server, clients: number): Promise<Record<string, number>> {
-  const sockets = await openMany(server.port, '/subscribe', clients)
-  await until(async () => (await stats(server.port)).subscribers === clients && sockets.every(s => s.counter.headers))
-  await new Promise(resolve => setTimeout(resolve, 100))
-  const base = sockets.map(s => s.counter.frames)
-  const before = await stats(server.port)
-  const latencies: number[] = []
-  const started = performance.now()
-  for (let round = 1; round <= BROADCASTS; round++) {
-    let reached = 0
-    const all = new Promise<void>(resolve => {
-      sockets.forEach((s, i) => {
-        s.counter.onFrames = () => {
-          if (s.counter.frames - base[i] !== round) return
-          if (++reached === clients) resolve()
-        }
-      })
-    })
-    const sent = performance.now()
-    await request(server.port, 'POST', `/broadcast?seq=${round}`)
-    await all
-    latencies.push(performance.now() - sent)
-  }
-  const seconds = (performance.now() - started) / 1000
-  const after = await stats(server.port)
-  for (const s of sockets) s.socket.destroy()
-  await until(async () => (await stats(server.port)).subscribers === 0)
-  latencies.sort((a, b) => a - b)
-  return {
-    deliveriesPerSecond: clients * BROADCASTS / seconds,
-    p50: latencies[Math.floor(latencies.length * 0.5)],
-    p99: latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))],
-    cpuPerMillion: (after.cpu - before.cpu) / (clients * BROADCASTS) * 1e6
-  }
-}
-
 /**
- * `clients` subscribers, BATCHES batches of BATCH events: all of a batch in one tick (`tick`), each event in its own
- * macrotask (`spread`), or in one tick while 1% of the clients have stopped reading (`mixed`, measured at the rest).
- * Deliveries per second, p50/p99 from the request to the last reader's last event, CPU per delivery.
+ * `clients` subscribers, `rounds` rounds of `count` events to all: each round's events in one tick (`tick`), each
+ * in its own macrotask (`spread`), or in one tick while every hundredth client has stopped reading (`mixed`,
+ * measured at the others). Deliveries per second, p50/p99 from the request to the last reader's last event of a
+ * round, server CPU per delivery.
  */
-async function batches (server: Server, clients: number, mode: 'tick' | 'spread' | 'mixed'): Promise<Record<string, number>> {
+async function fanout (server: Server, clients: number, count = 1, rounds = BROADCASTS, mode: 'tick' | 'spread' | 'mixed' = 'tick'): Promise<Record<string, number>> {
   const sockets = await openMany(server.port, '/subscribe', clients)
   await until(async () => (await stats(server.port)).subscribers === clients && sockets.every(s => s.counter.headers))
   await new Promise(resolve => setTimeout(resolve, 100))
-  // In `mixed`, every hundredth client stops reading: its socket fills while the others read on.
   const stalled = mode === 'mixed' ? sockets.filter((_, i) => i % 100 === 0) : []
   for (const s of stalled) s.socket.pause()
   const readers = sockets.filter(s => !stalled.includes(s))
   const before = await stats(server.port)
   const latencies: number[] = []
   const started = performance.now()
-  for (let round = 1; round <= BATCHES; round++) {
+  for (let round = 1; round <= rounds; round++) {
     const base = readers.map(s => s.counter.frames)
     let reached = 0
     const all = new Promise<void>(resolve => {
       readers.forEach((s, i) => {
         let done = false
         s.counter.onFrames = () => {
-          if (done || s.counter.frames - base[i] < BATCH) return
+          if (done || s.counter.frames - base[i] < count) return
           done = true
           if (++reached === readers.length) resolve()
         }
       })
     })
     const sent = performance.now()
-    await request(server.port, 'POST', `/broadcast?seq=${round * 1000}&count=${BATCH}&spread=${mode === 'spread' ? 1 : 0}`)
+    await request(server.port, 'POST', `/broadcast?seq=${round * 1000}&count=${count}&spread=${mode === 'spread' ? 1 : 0}`)
     await all
     latencies.push(performance.now() - sent)
   }
@@ -136,11 +99,12 @@ async function batches (server: Server, clients: number, mode: 'tick' | 'spread'
   for (const s of sockets) s.socket.destroy()
   await until(async () => (await stats(server.port)).subscribers === 0)
   latencies.sort((a, b) => a - b)
+  const deliveries = readers.length * count * rounds
   return {
-    deliveriesPerSecond: readers.length * BATCH * BATCHES / seconds,
+    deliveriesPerSecond: deliveries / seconds,
     p50: latencies[Math.floor(latencies.length * 0.5)],
-    p99: latencies[latencies.length - 1],
-    cpuPerMillion: (after.cpu - before.cpu) / (readers.length * BATCH * BATCHES) * 1e6
+    p99: latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))],
+    cpuPerMillion: (after.cpu - before.cpu) / deliveries * 1e6
   }
 }
 
@@ -189,7 +153,7 @@ for (let round = 1; round <= ROUNDS; round++) {
     if (impl !== MESSAGE) for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
     if (BATCH_IMPLS.includes(impl)) {
       for (const mode of ['tick', 'spread', 'mixed'] as const) {
-        for (const clients of CLIENTS) record(`${BATCH} events ${mode === 'tick' ? 'in one tick' : mode === 'spread' ? 'one per tick' : 'in one tick, 1% stalled'} ${clients}`, impl, await batches(server, clients, mode))
+        for (const clients of CLIENTS) record(`${BATCH} events ${mode === 'tick' ? 'in one tick' : mode === 'spread' ? 'one per tick' : 'in one tick, 1% stalled'} ${clients}`, impl, await fanout(server, clients, BATCH, BATCHES, mode))
       }
     }
     if (impl !== MESSAGE) record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))

@@ -21,14 +21,14 @@ function spyWrites (t: Test, marker: string): { writes: number } {
 }
 
 /** A raw HTTP/1.1 client reading one stream: everything received, as text. */
-async function rawStream (url: string, path: string): Promise<{ socket: net.Socket, text: () => string }> {
+async function rawStream (url: string, path: string, headers = ''): Promise<{ socket: net.Socket, text: () => string }> {
   const { port } = new URL(url)
   const socket = net.connect(Number(port), '127.0.0.1')
   await once(socket, 'connect')
   let received = ''
   socket.setEncoding('latin1')
   socket.on('data', (chunk: string) => { received += chunk })
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`)
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${headers}\r\n`)
   return { socket, text: () => received }
 }
 
@@ -259,13 +259,7 @@ t.test('a subscriber still replaying that is written to while the hub holds an e
   }
   const { app, url, streams } = await hubApp(t, { hub: { store } })
   const first = await app.eventHub.publish('r', 'replayed')
-  const { port } = new URL(url)
-  const socket = net.connect(Number(port), '127.0.0.1')
-  await once(socket, 'connect')
-  let received = ''
-  socket.setEncoding('latin1')
-  socket.on('data', (chunk: string) => { received += chunk })
-  socket.write(`GET /events?topics=r HTTP/1.1\r\nHost: x\r\nLast-Event-ID: ${Number(first) - 1}\r\n\r\n`)
+  const client = await rawStream(url, '/events?topics=r', `Last-Event-ID: ${Number(first) - 1}\r\n`)
   await until(() => app.eventHub.stats().subscribers.r === 1 && streams.length === 1, 'the subscription')
   let live = ''
   await new Promise<void>(resolve => setImmediate(() => {
@@ -274,10 +268,10 @@ t.test('a subscriber still replaying that is written to while the hub holds an e
     resolve()
   }))
   open()
-  await until(() => dechunk(received).body.includes('data: live'), 'the live event')
+  await until(() => dechunk(client.text()).body.includes('data: live'), 'the live event')
   await new Promise(resolve => setTimeout(resolve, 20))
-  t.equal(dechunk(received).body, `: note\n\nid: ${first}\ndata: replayed\n\nid: ${live}\ndata: live\n\n`, 'the comment, the replay, the live event once')
-  socket.destroy()
+  t.equal(dechunk(client.text()).body, `: note\n\nid: ${first}\ndata: replayed\n\nid: ${live}\ndata: live\n\n`, 'the comment, the replay, the live event once')
+  client.socket.destroy()
 })
 
 t.test('a stream of another registration that ended is dropped by a tick of several events', async t => {
