@@ -176,7 +176,7 @@ export class LiveReader {
   #sync (): void {
     if (this.#syncing || this.#closed) return
     this.#syncing = true
-    this.#syncAll().finally(() => { this.#syncing = false })
+    this.#syncAll().catch(noop)
   }
 
   async #syncAll (): Promise<void> {
@@ -198,6 +198,8 @@ export class LiveReader {
         await new Promise(resolve => setTimeout(resolve, RETRY_MS))
       }
     }
+    // In the same step as the loop's last check: a topic listened from now on starts a sync of its own.
+    this.#syncing = false
   }
 
   /**
