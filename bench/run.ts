@@ -2,7 +2,7 @@
 // (A B C … A B C …), medians, and the ratio of ours to each other one. Writes bench/RESULTS.md.
 //   BENCH_ROUNDS (default 3), BENCH_CLIENTS (default "1000,10000"), BENCH_BURST (default 100000),
 //   BENCH_IMPLS (default all: a comma-separated subset, for a quick look while working), BENCH_RESULTS (a file to
-//   write instead of bench/RESULTS.md)
+//   write instead of bench/RESULTS.md), BENCH_SCENARIOS (a subset of burst,fan-out,batches,idle)
 import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import os from 'node:os'
@@ -26,6 +26,8 @@ const BATCH = 100
 const BATCHES = 3
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1000,10000').split(',').map(Number)
+/** BENCH_SCENARIOS: a comma-separated subset of burst, fan-out, batches, idle (default all). */
+const SCENARIOS = (process.env.BENCH_SCENARIOS ?? 'burst,fan-out,batches,idle').split(',')
 const BURST = Number(process.env.BENCH_BURST ?? 100_000)
 const BROADCASTS = 20
 const SERVER = fileURLToPath(new URL('./server.js', import.meta.url))
@@ -149,14 +151,14 @@ for (let round = 1; round <= ROUNDS; round++) {
     process.stderr.write(`round ${round} ${impl}\n`)
     // The burst is the core's for the hub and the message() loop, and res.write()'s for the floor (which differs in
     // broadcasts only); the message() loop differs from ours in broadcasts of batches only.
-    if (impl !== HUB && impl !== FLOOR && impl !== MESSAGE) record('burst', impl, await burst(server))
-    if (impl !== MESSAGE) for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
-    if (BATCH_IMPLS.includes(impl)) {
+    if (SCENARIOS.includes('burst') && impl !== HUB && impl !== FLOOR && impl !== MESSAGE) record('burst', impl, await burst(server))
+    if (SCENARIOS.includes('fan-out') && impl !== MESSAGE) for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
+    if (SCENARIOS.includes('batches') && BATCH_IMPLS.includes(impl)) {
       for (const mode of ['tick', 'spread', 'mixed'] as const) {
         for (const clients of CLIENTS) record(`${BATCH} events ${mode === 'tick' ? 'in one tick' : mode === 'spread' ? 'one per tick' : 'in one tick, 1% stalled'} ${clients}`, impl, await fanout(server, clients, BATCH, BATCHES, mode))
       }
     }
-    if (impl !== MESSAGE) record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))
+    if (SCENARIOS.includes('idle') && impl !== MESSAGE) record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))
   }
 }
 for (const server of servers.values()) server.stop()
