@@ -267,9 +267,18 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   #flush (tick: Array<Set<Subscription> | StoredEvent>): void {
     if (tick.length === 2) {
       const event = tick[1] as StoredEvent
-      const events = [event]
-      const frames = [this.#frame(event)]
-      for (const subscription of tick[0] as Set<Subscription>) this.#hand(subscription, events, frames)
+      const frame = this.#frame(event)
+      let events: StoredEvent[] | undefined
+      for (const subscription of tick[0] as Set<Subscription>) {
+        // The common case, kept as short as the direct path: a live subscriber that has not had this event yet.
+        if (subscription.live && event.seq > subscription.position && !subscription.stream.closed) {
+          subscription.position = event.seq
+          this.#delivered++
+          subscription.stream.write(frame)
+        } else {
+          this.#hand(subscription, events ??= [event], [frame])
+        }
+      }
       return
     }
     const stamp = ++this.#stamp
