@@ -69,6 +69,38 @@ t.test('the live connection killed while events are published: every subscriber 
   t.equal(stats?.gaps, 0)
 })
 
+t.test('live events that arrive while the reader catches up wait, and follow the missed ones in order, once', async t => {
+  const server = await redisServer(t)
+  // The app's client: its duplicate (the live connection) reconnects after 300 ms, and its first XRANGE after the
+  // cut (the catch-up's) lets a new event be published and reach the live connection before it answers.
+  const client = new Redis({ port: server.port, host: '127.0.0.1', retryStrategy: () => 300 })
+  client.on('error', () => {})
+  t.teardown(() => client.disconnect())
+  const appStore = new RedisStore({ client, prefix: PREFIX })
+  t.teardown(() => appStore.close())
+  const publisher = store(t, server)
+  const heard: string[] = []
+  await appStore.listen('a', event => heard.push(event.data))
+  await publisher.append('a', { data: 'before' })
+  await until(() => heard.length === 1, 'the first event')
+  let during = false
+  const xrange = client.xrange.bind(client)
+  client.xrange = (async (...args: Parameters<typeof xrange>) => {
+    if (!during) {
+      during = true
+      await publisher.append('a', { data: 'during the catch-up' })
+      await until(() => appStore.stats().waiting === 1, 'the live event to wait')
+    }
+    return await xrange(...args)
+  }) as typeof client.xrange
+  await admin(t, server).client('KILL', 'TYPE', 'pubsub')
+  await publisher.append('a', { data: 'missed' })
+  await until(() => heard.length === 3, 'the missed and the waiting event')
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.same(heard, ['before', 'missed', 'during the catch-up'], 'in position order, each once')
+  t.same({ caughtUp: appStore.stats().caughtUp, waiting: appStore.stats().waiting }, { caughtUp: 1, waiting: 0 })
+})
+
 t.test('the live connection away while the history trims what it missed: the subscribers are closed, the client resyncs', async t => {
   const server = await redisServer(t)
   const logs = captureLogs('error')
