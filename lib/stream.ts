@@ -197,7 +197,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
       if (!this.#socket.write(chunkOf(frame))) this.#waitForSocket(this.#socket)
       return WRITTEN
     }
-    return this.#enqueue(frame)
+    return this.#batchOrQueue(frame)
   }
 
   /** The socket took a chunk of ours but is full: the response will not say when it drains, so the socket does. */
@@ -311,7 +311,13 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   }
 
   #enqueue (frame: Frame): Promise<boolean> {
+    // Frames a hub holds for this stream go first.
     this[kHolder]?.[kRelease](this)
+    return this.#batchOrQueue(frame)
+  }
+
+  /** Batches or queues a frame; write() has had the hub release what it holds already. */
+  #batchOrQueue (frame: Frame): Promise<boolean> {
     if (this.#ending) return NOT_WRITTEN
     this.#active = true
     // While the socket is full, frames wait as bytes, so that the bound counts bytes. In a batch, text waits as text
