@@ -112,4 +112,4 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | null)?.then === 'function'
 }
 
-export default fp(plugin, { fastify: '5.x', name: 'fastify-event-stream' })
+export default fp(plugin, { fastify: '5.x || 6.x', name: 'fastify-event-stream' })

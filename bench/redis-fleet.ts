@@ -186,7 +186,7 @@ async function fleet (redisUrl: string, admin: Redis): Promise<void> {
     for (const instance of instances) instance.send(`publish ${rate / INSTANCES} ${seconds} ${USERS} ${SHARED} ${SHARED_RATE / INSTANCES}`)
     // BENCH_FLEET_KILL=1: Redis cuts every instance's live connection every 5 s of the main step.
     const killer = process.env.BENCH_FLEET_KILL === '1' && rate === 10_000
-      ? setInterval(() => { admin.client('KILL', 'TYPE', 'pubsub').catch(() => {}) }, 5000)
+      ? setInterval(() => { admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub').catch(() => {}) }, 5000)
       : undefined
     const published = await Promise.all(instances.map(async instance => JSON.parse(await instance.next('published')) as { counts: Record<string, number>, failed: number }))
     clearInterval(killer)

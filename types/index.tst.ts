@@ -1,3 +1,4 @@
+import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyTypeProvider } from 'fastify'
 import { expect, test } from 'tstyche'
 import fastifyEventStream, {
@@ -85,6 +86,20 @@ test('lastEventId follows a type provider\'s header schema', () => {
     schema: { headers: { type: 'object', properties: { 'last-event-id': { type: 'integer' } } } as const }
   }, (_request, reply) => {
     expect(reply.sse().lastEventId).type.toBe<number | undefined>()
+  })
+})
+
+test('lastEventId follows a TypeBox header schema through @fastify/type-provider-typebox', () => {
+  const typed = app.withTypeProvider<TypeBoxTypeProvider>()
+  typed.get('/', {
+    schema: { headers: Type.Object({ 'last-event-id': Type.Optional(Type.Integer()) }) }
+  }, (_request, reply) => {
+    expect(reply.sse().lastEventId).type.toBe<number | undefined>()
+  })
+  typed.get('/', {
+    schema: { querystring: Type.Object({ since: Type.Optional(Type.String()) }) }
+  }, (_request, reply) => {
+    expect(reply.sse().lastEventId).type.toBe<string | undefined>()
   })
 })
 

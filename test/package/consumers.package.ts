@@ -16,7 +16,7 @@ const installed = (name: string): Promise<string> =>
   readFile(join(root, 'node_modules', name, 'package.json'), 'utf8').then(text => JSON.parse(text).version)
 
 /** The oldest Fastify the peer range admits, and the one this repository develops against. */
-const OLDEST_FASTIFY = manifest.peerDependencies.fastify.replace(/^\^/, '')
+const OLDEST_FASTIFY = manifest.peerDependencies.fastify.split('||')[0].trim().replace(/^\^/, '')
 const CURRENT_FASTIFY = await installed('fastify')
 
 interface Result { code: number, output: string }
@@ -262,5 +262,94 @@ await store.close()
       const ran = await sh(process.execPath, [join(dir, 'app.cjs')], dir)
       t.equal(ran.output.trim(), EXPECTED)
     })
+  })
+}
+
+/** The README's TypeScript example that imports `marker`, exactly as written. */
+async function readmeExample (marker: string): Promise<string> {
+  const readme = await readFile(join(root, 'README.md'), 'utf8')
+  const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map(match => match[1])
+    .filter(block => block.includes(`from '${marker}'`) && block.includes("import Fastify from 'fastify'"))
+  if (blocks.length !== 1) throw new Error(`expected one complete README example importing ${marker}, found ${blocks.length}`)
+  return blocks[0]
+}
+
+/** What the tests add after an example: serve it on a free port and read its stream once. */
+const READ_STREAM = `
+import type { AddressInfo } from 'node:net'
+async function readStream (path: string, headers: Record<string, string>, until: RegExp): Promise<string> {
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const response = await fetch(\`http://127.0.0.1:\${(app.server.address() as AddressInfo).port}\${path}\`, { headers })
+  const reader = response.body!.getReader()
+  let text = \`content-encoding: \${response.headers.get('content-encoding')}\\n\`
+  while (!until.test(text)) {
+    const { value, done } = await reader.read()
+    if (done) break
+    text += new TextDecoder().decode(value)
+  }
+  await reader.cancel()
+  return text
+}
+`
+
+const STACK_RUN = `${READ_STREAM}
+const text = await readStream('/prices', { 'last-event-id': '41', 'accept-encoding': 'gzip, br', origin: 'https://app.example.com' }, /\\n\\n/)
+await app.close()
+console.log(JSON.stringify(text))
+`
+const STACK_EXPECTED = JSON.stringify('content-encoding: null\nid: 42\nevent: price\ndata: {"symbol":"ACME","cents":12345}\n\n')
+
+const REDIS_RUN = `${READ_STREAM}
+const topic = \`consumer:\${process.pid}\`
+app.get('/feed', (_request, reply) => { app.eventHub.subscribe(reply.sse(), [topic]) })
+const first = await app.eventHub.publish(topic, 'one')
+await app.eventHub.publish(topic, 'two')
+const text = await readStream('/feed', { 'last-event-id': first }, /data: two\\n/)
+const keys = await app.redis.keys('{myapp-sse}*')
+if (keys.length > 0) await app.redis.del(...keys)
+await app.close()
+console.log(JSON.stringify(text.split('\\n').filter(line => line.startsWith('data:'))))
+`
+const REDIS_EXPECTED = JSON.stringify(['data: two'])
+
+/** The packages the README's examples import, besides this one. */
+const INTEGRATIONS = ['fastify', '@fastify/redis', 'ioredis', '@fastify/cors', '@fastify/compress', '@fastify/type-provider-typebox', 'typebox']
+
+// A new major of a peer or of an integration the README shows must fail here, not in a user's app: the examples run
+// with the releases this repository locks and with the newest of each, as `npm install` gives a new app today.
+for (const releases of ['locked', 'newest'] as const) {
+  t.test(`the README's examples, as written, with the ${releases} releases of what they import`, async t => {
+    const dir = join(work, `app-readme-${releases}`)
+    await sh('mkdir', ['-p', dir], work)
+    await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
+    const packages = await Promise.all(INTEGRATIONS.map(async name => `${name}@${releases === 'locked' ? await installed(name) : 'latest'}`))
+    const install = await sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-online', tarball, ...packages,
+      `typescript@${await installed('typescript')}`, `@types/node@${await installed('@types/node')}`], dir)
+    if (!t.equal(install.code, 0, `npm install ${packages.join(' ')}`)) return t.comment(install.output)
+    const versions = await Promise.all(INTEGRATIONS.map(async name =>
+      `${name} ${JSON.parse(await readFile(join(dir, 'node_modules', name, 'package.json'), 'utf8')).version}`))
+    t.comment(versions.join(', '))
+    for (const name of ['fastify', 'ioredis', 'fastify-plugin']) {
+      const { output } = await sh('npm', ['ls', name, '--all', '--parseable'], dir)
+      const copies = [...new Set(output.trim().split('\n').filter(line => line.endsWith(`/${name}`)))]
+      t.equal(copies.length, 1, `one copy of ${name} in the tree: ${copies.join(', ')}`)
+    }
+
+    for (const [example, marker, run, expected] of [
+      ['stack', '@fastify/type-provider-typebox', STACK_RUN, STACK_EXPECTED],
+      ['redis', '@fastify/redis', REDIS_RUN, REDIS_EXPECTED]
+    ] as const) {
+      await writeFile(join(dir, `${example}.mts`), `${await readmeExample(marker)}${run}`)
+      const tsconfig = join(dir, `tsconfig.${example}.json`)
+      await writeFile(tsconfig, JSON.stringify({
+        compilerOptions: { target: 'ES2022', strict: true, skipLibCheck: false, types: ['node'], module: 'nodenext', outDir: join(dir, 'out') },
+        files: [`${example}.mts`]
+      }))
+      const compiled = await sh(join(dir, 'node_modules/.bin/tsc'), ['-p', tsconfig], dir)
+      t.equal(compiled.code, 0, `${example}: tsc: ${compiled.output}`)
+      if (compiled.code !== 0) continue
+      const ran = await sh(process.execPath, [join(dir, 'out', `${example}.mjs`)], dir)
+      if (!t.equal(ran.output.trim().split('\n').at(-1), expected, `${example}: runs`)) t.comment(ran.output)
+    }
   })
 }

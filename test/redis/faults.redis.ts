@@ -36,8 +36,8 @@ t.test('a dropped connection: the subscriber stays open and gets what was publis
   await publisher.append('a', { data: 'before' })
   await client.received(1)
   // Every connection but this one is cut: the app's commands, its live reader, and the publisher's.
-  await admin(t, server).client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes')
-  await admin(t, server).client('KILL', 'TYPE', 'pubsub')
+  await admin(t, server).call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes')
+  await admin(t, server).call('CLIENT', 'KILL', 'TYPE', 'pubsub')
   for (const data of ['after 1', 'after 2', 'after 3']) await publisher.append('a', { data })
   await client.received(4)
   t.same(datas(client.events), ['before', 'after 1', 'after 2', 'after 3'])
@@ -57,7 +57,7 @@ t.test('the live connection killed while events are published: every subscriber 
   await until(() => clients.every(client => client.lastEventId() !== ''), 'the position frames')
   const appended = [await publisher.append('a', { data: 'a0' })]
   await until(() => clients[1].events.length === 1, 'the first event')
-  await admin(t, server).client('KILL', 'TYPE', 'pubsub')
+  await admin(t, server).call('CLIENT', 'KILL', 'TYPE', 'pubsub')
   for (let i = 1; i < 40; i++) appended.push(await publisher.append('abc'[i % 3], { data: `${'abc'[i % 3]}${i}` }))
   const expected = [['a'], ['a', 'b'], ['b', 'c']].map(topics => appended.filter(event => topics.includes(event.topic)).map(event => event.data))
   for (const [i, client] of clients.entries()) await client.received(expected[i].length)
@@ -93,7 +93,7 @@ t.test('live events that arrive while the reader catches up wait, and follow the
     }
     return await xrange(...args)
   }) as typeof client.xrange
-  await admin(t, server).client('KILL', 'TYPE', 'pubsub')
+  await admin(t, server).call('CLIENT', 'KILL', 'TYPE', 'pubsub')
   await publisher.append('a', { data: 'missed' })
   await until(() => heard.length === 3, 'the missed and the waiting event')
   await new Promise(resolve => setTimeout(resolve, 50))
@@ -112,7 +112,7 @@ t.test('the live connection away while the history trims what it missed: the sub
   await until(() => client.lastEventId() !== '', 'the position frame')
   await publisher.append('a', { data: 'seen' })
   await client.received(1)
-  await admin(t, server).client('KILL', 'TYPE', 'pubsub')
+  await admin(t, server).call('CLIENT', 'KILL', 'TYPE', 'pubsub')
   await Promise.all(Array.from({ length: 400 }, (_, i) => publisher.append('a', { data: String(i) })))
   await client.ended
   t.same(datas(client.events), ['seen'], 'nothing after the gap, and no silent skip')
