@@ -3,14 +3,16 @@ import fp from 'fastify-plugin'
 import type { ResolveFastifyRequestType } from 'fastify/types/type-provider.js'
 import { EventHub } from './lib/hub.js'
 import { openEventStream } from './lib/open.js'
-import { resolveOptions, type FastifyEventStreamOptions } from './lib/options.js'
+import { resolveCompression, type ResolvedCompression } from './lib/compress.js'
+import { resolveOptions, type FastifyEventStreamOptions, type StreamOptions } from './lib/options.js'
 import { StreamRegistry } from './lib/registry.js'
 import type { EventMap, EventStream } from './lib/stream.js'
 
 export * from './lib/constants.js'
 export * from './lib/errors.js'
 export { encodeComment, encodeMessage, type EncodedMessage, type MessageData, type MessageOptions } from './lib/encode.js'
-export type { FastifyEventStreamOptions, HubOptions } from './lib/options.js'
+export type { FastifyEventStreamOptions, HubOptions, StreamOptions } from './lib/options.js'
+export type { CompressionOptions, StreamEncoding } from './lib/compress.js'
 export { EventHub, type HubStats, type PublishOptions, type SubscribeOptions } from './lib/hub.js'
 export { MemoryStore, type MemoryStoreOptions } from './lib/stores/memory.js'
 export type { EventStore, NewEvent, Replay, StoredEvent, StoreFailure, StoreListener, StoreStats } from './lib/stores/store.js'
@@ -51,9 +53,10 @@ declare module 'fastify' {
   interface FastifyReply<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, ReplyType> {
     /**
      * Opens a Server-Sent Events stream: hijacks the reply, writes the status (argument, else the reply's) and the
-     * stream headers, and flushes them at once. Throws FST_SSE_REPLY_SENT or FST_SSE_INVALID_STATUS.
+     * stream headers, and flushes them at once. Throws FST_SSE_REPLY_SENT, FST_SSE_INVALID_STATUS or (for bad
+     * options) FST_SSE_INVALID_OPTION.
      */
-    sse<Events extends EventMap = EventMap> (status?: number): EventStream<Events, LastEventIdOf<
+    sse<Events extends EventMap = EventMap> (status?: number, options?: StreamOptions): EventStream<Events, LastEventIdOf<
       RequestTypeOf<TypeProvider, SchemaCompiler, RouteGeneric>['headers'], RequestTypeOf<TypeProvider, SchemaCompiler, RouteGeneric>['query']>>
   }
 }
@@ -64,15 +67,21 @@ type StreamReply = FastifyReply & { [kStream]: EventStream<any, any> | null }
 type Handler = (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => unknown
 
 const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, options) => {
-  const { heartbeat, maxBufferedBytes, retry, reconnectWindow, maxStreamAge, lastEventIdQuery, hub: hubOptions } = resolveOptions(options)
+  const { heartbeat, maxBufferedBytes, retry, reconnectWindow, maxStreamAge, lastEventIdQuery, hub: hubOptions, compression } = resolveOptions(options)
   // A stream that ends, for whatever reason, leaves the registry and with it the hub's topics.
   const registry = new StreamRegistry({ heartbeat, reconnectWindow, maxStreamAge }, stream => hub.unsubscribe(stream))
   const hub = new EventHub({ ...hubOptions, log: fastify.log, counters: registry })
   fastify.decorate('openEventStreams', { getter: () => registry.size })
   fastify.decorate('eventHub', hub)
   fastify.decorateReply(kStream, null)
-  fastify.decorateReply('sse', function sse (this: FastifyReply, status?: number) {
-    const stream = openEventStream(this, status, { maxBufferedBytes, retry, registry, lastEventIdQuery })
+  fastify.decorateReply('sse', function sse (this: FastifyReply, status?: number, streamOptions?: StreamOptions) {
+    const stream = openEventStream(this, status, {
+      maxBufferedBytes,
+      retry,
+      registry,
+      lastEventIdQuery,
+      compression: streamOptions?.compression === undefined ? compression : streamCompression(streamOptions.compression)
+    })
     ;(this as StreamReply)[kStream] = stream
     return stream
   })
@@ -80,6 +89,15 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
   // preClose runs before the server stops accepting: streams end first, so fastify.close() never waits on them.
   fastify.addHook('preClose', () => registry.closeAll())
   fastify.addHook('onClose', () => hub.close())
+}
+
+const resolvedCompression = new WeakMap<object, ResolvedCompression | undefined>()
+
+/** A route's compression option, validated once per options object (routes pass the same one every time). */
+function streamCompression (option: NonNullable<StreamOptions['compression']>): ResolvedCompression | undefined {
+  if (typeof option !== 'object' || option === null) return resolveCompression(option, 'sse() compression')
+  if (!resolvedCompression.has(option)) resolvedCompression.set(option, resolveCompression(option, 'sse() compression'))
+  return resolvedCompression.get(option)
 }
 
 /** A handler that throws after reply.sse() ends its stream (and logs) instead of leaving it open. */

@@ -3,6 +3,7 @@ import {
   ACCEL_BUFFERING_HEADER, ACCEL_BUFFERING_VALUE, CACHE_CONTROL_HEADER, CACHE_CONTROL_VALUE, CONNECTION_HEADER,
   CONNECTION_VALUE, CONTENT_TYPE_HEADER, CONTENT_TYPE_VALUE, LAST_EVENT_ID_HEADER
 } from './constants.js'
+import { negotiateEncoding, StreamEncoder, type ResolvedCompression } from './compress.js'
 import { encodeRetry } from './encode.js'
 import { FST_SSE_INVALID_STATUS, FST_SSE_REPLY_SENT } from './errors.js'
 import type { StreamRegistry } from './registry.js'
@@ -13,6 +14,8 @@ export interface OpenSettings {
   retry: number | undefined
   registry: StreamRegistry
   lastEventIdQuery: string | false
+  /** Compression for this stream (the route's, else the plugin's), undefined when off. */
+  compression: ResolvedCompression | undefined
 }
 
 type Headers = Record<string, number | string | string[] | undefined>
@@ -34,19 +37,29 @@ export function openEventStream (reply: FastifyReply, status: number | undefined
     flushHeaders (): void
   }
   reply.hijack()
-  raw.writeHead(code, streamHeaders(reply, raw))
   const request = reply.request
+  const { compression } = settings
+  const encoding = compression === undefined ? undefined : negotiateEncoding(request.headers['accept-encoding'], compression.encodings)
+  const headers = streamHeaders(reply, raw)
+  if (compression !== undefined) {
+    // Caches must tell clients apart by what they accept, whatever this one got.
+    headers.vary = appendVary(headers.vary)
+    if (encoding !== undefined) headers['content-encoding'] = encoding
+  }
+  raw.writeHead(code, headers)
+  const encoder = encoding === undefined ? undefined : new StreamEncoder(encoding, compression as ResolvedCompression)
   // The header wins; the query parameter serves the first connection after a page load, which has no header.
   const query = settings.lastEventIdQuery === false ? undefined : (request.query as Record<string, unknown> | undefined)?.[settings.lastEventIdQuery]
   const stream = new EventStream(raw, lastEventIdOf(request.headers[LAST_EVENT_ID_HEADER]) ?? lastEventIdOf(query), {
     maxBufferedBytes: settings.maxBufferedBytes,
     log: reply.log,
-    owner: settings.registry
+    owner: settings.registry,
+    encoder
   })
   settings.registry.add(stream)
   // The first write carries the headers; without one, flush them so that the client's onopen fires now.
   if (settings.retry === undefined) raw.flushHeaders()
-  else raw.write(encodeRetry(settings.retry))
+  else raw.write(encoder === undefined ? encodeRetry(settings.retry) : encoder.encode(encodeRetry(settings.retry)))
   return stream
 }
 
@@ -66,6 +79,13 @@ function streamHeaders (reply: FastifyReply, raw: { hasHeader (name: string): bo
   headers[ACCEL_BUFFERING_HEADER] = ACCEL_BUFFERING_VALUE
   if (!http2) headers[CONNECTION_HEADER] = CONNECTION_VALUE
   return headers
+}
+
+/** A Vary header that names Accept-Encoding, added to what another plugin (CORS: Origin) put there. */
+function appendVary (vary: number | string | string[] | undefined): string {
+  const names = (Array.isArray(vary) ? vary.join(',') : vary === undefined ? '' : String(vary)).split(',').map(name => name.trim()).filter(name => name !== '')
+  if (names.some(name => name === '*' || name.toLowerCase() === 'accept-encoding')) return names.join(', ')
+  return [...names, 'Accept-Encoding'].join(', ')
 }
 
 function lastEventIdOf (value: unknown): unknown {

@@ -1,3 +1,4 @@
+import { resolveCompression, type CompressionOptions, type ResolvedCompression } from './compress.js'
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_RECONNECT_WINDOW, RESYNC_EVENT } from './constants.js'
 import { FST_SSE_INVALID_OPTION } from './errors.js'
 import { MemoryStore } from './stores/memory.js'
@@ -44,6 +45,18 @@ export interface FastifyEventStreamOptions {
   lastEventIdQuery?: string | false
   /** The broadcast hub (`fastify.eventHub`): its store and history. */
   hub?: HubOptions
+  /**
+   * Compresses streams for clients that accept gzip or deflate, each write flushed at once (off by default; a
+   * route's `reply.sse(status, { compression })` overrides it). Do not compress a stream that carries secrets next
+   * to text an attacker chooses (BREACH): see the README.
+   */
+  compression?: boolean | CompressionOptions
+}
+
+/** Per-stream options: the second argument of `reply.sse()`. */
+export interface StreamOptions {
+  /** Compression for this stream, over the plugin's `compression` option. */
+  compression?: boolean | CompressionOptions
 }
 
 export interface ResolvedOptions {
@@ -54,6 +67,7 @@ export interface ResolvedOptions {
   maxStreamAge: { age: number, jitter: number } | false
   lastEventIdQuery: string | false
   hub: { store: EventStore, maxPending: number, resyncEvent: string }
+  compression: ResolvedCompression | undefined
 }
 
 /** Validates and defaults the options once, at registration. */
@@ -77,7 +91,8 @@ export function resolveOptions (options: FastifyEventStreamOptions): ResolvedOpt
     reconnectWindow: resolveReconnectWindow(options.reconnectWindow ?? DEFAULT_RECONNECT_WINDOW),
     maxStreamAge: resolveMaxStreamAge(options.maxStreamAge ?? false, options.maxStreamAgeJitter),
     lastEventIdQuery: resolveLastEventIdQuery(options.lastEventIdQuery ?? false),
-    hub: resolveHubOptions(options.hub ?? {})
+    hub: resolveHubOptions(options.hub ?? {}),
+    compression: resolveCompression(options.compression)
   }
 }
 

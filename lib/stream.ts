@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { Socket } from 'node:net'
+import type { StreamEncoder } from './compress.js'
 import { CLOSE_GRACE_MS } from './constants.js'
 import { encodeComment, jsonData, messageFrame, type EncodedMessage, type MessageData, type MessageOptions } from './encode.js'
 import { FST_SSE_INVALID_FIELD, FST_SSE_INVALID_OPTION } from './errors.js'
@@ -40,6 +41,8 @@ export interface StreamSettings {
   maxBufferedBytes: number
   log: FastifyBaseLogger
   owner: StreamOwner
+  /** Compresses what the stream writes (the response's Content-Encoding), if the client accepted a coding. */
+  encoder?: StreamEncoder | undefined
 }
 
 /** A frame as text (encoded to UTF-8 with the rest of its batch) or as bytes. */
@@ -148,9 +151,9 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#settings = settings
     this.lastEventId = lastEventId
     // writeHead() decided the framing: only a chunked HTTP/1.1 body on a real socket takes chunks of ours (not
-    // HTTP/2, not HTTP/1.0, not app.inject(), whose response has a socket of its own kind).
+    // HTTP/2, not HTTP/1.0, not app.inject(), whose response has a socket of its own kind), and only uncompressed.
     const { chunkedEncoding, socket } = res as Http1Response
-    this.#socket = chunkedEncoding === true && socket instanceof Socket ? socket : undefined
+    this.#socket = chunkedEncoding === true && socket instanceof Socket && settings.encoder === undefined ? socket : undefined
     // Shared listeners that find the stream through the response: no closures per stream.
     ;(res as OwnedResponse)[kResponseStream] = this
     res.on('close', onClose)
@@ -281,6 +284,8 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
       // while it does not.
       this[kFlush]()
       this.#flushQueue()
+      // A compressed body ends with its coding's trailer, so that the client's decoder sees a clean end.
+      if (this.#settings.encoder !== undefined) this.#res.write(this.#settings.encoder.finish())
       this.#res.end()
       // A client that stopped reading must not hold close() or fastify.close() open.
       this.#graceTimer = setTimeout(() => this.#res.destroy(), CLOSE_GRACE_MS).unref()
@@ -367,9 +372,13 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     for (const pending of queue) pending.resolve(true)
   }
 
-  /** A write through the response; when it has to wait, the response's 'drain' is listened to from then on. */
+  /**
+   * A write through the response (compressed first, if the stream is: each write leaves the compressor whole); when
+   * it has to wait, the response's 'drain' is listened to from then on.
+   */
   #writeResponse (chunk: Uint8Array): void {
-    this.#blocked = !this.#res.write(chunk)
+    const encoder = this.#settings.encoder
+    this.#blocked = !this.#res.write(encoder === undefined ? chunk : encoder.encode(chunk))
     if (!this.#blocked || this.#drainListening) return
     this.#drainListening = true
     this.#res.on('drain', onDrain)

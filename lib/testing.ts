@@ -1,5 +1,7 @@
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import { once } from 'node:events'
+import type { Readable } from 'node:stream'
+import { createGunzip, createInflate } from 'node:zlib'
 import { EventStreamParser, type ParsedEvent } from './parse.js'
 
 /** An SSE response read through `inject`: status, headers, and the events as an async iterable. */
@@ -17,9 +19,13 @@ export interface InjectedEventStream extends AsyncIterable<ParsedEvent> {
 export async function injectEventStream (app: FastifyInstance, options: InjectOptions | string): Promise<InjectedEventStream> {
   const request: InjectOptions = typeof options === 'string' ? { url: options } : options
   const response = await app.inject({ method: 'GET', ...request, payloadAsStream: true })
-  const body = response.stream()
+  const raw = response.stream()
+  // A compressed stream (the request accepted a coding the route offers) is read decoded, as a browser would.
+  const encoding = response.headers['content-encoding']
+  const body: Readable = encoding === 'gzip' ? raw.pipe(createGunzip()) : encoding === 'deflate' ? raw.pipe(createInflate()) : raw
   const res = response.raw.res
   const close = async (): Promise<void> => {
+    raw.destroy()
     body.destroy()
     if (res.destroyed || res.writableFinished) return
     const closed = once(res, 'close')

@@ -3,7 +3,8 @@ import Fastify, { type FastifyTypeProvider } from 'fastify'
 import { expect, test } from 'tstyche'
 import fastifyEventStream, {
   EventHub, EventStream, FST_SSE_INVALID_FIELD, MemoryStore, encodeComment, encodeMessage, injectEventStream, type EncodedMessage,
-  type EventMap, type EventStore, type HubStats, type LastEventIdOf, type MessageOptions, type ParsedEvent, type StoredEvent
+  type CompressionOptions, type EventMap, type EventStore, type FastifyEventStreamOptions, type HubStats, type LastEventIdOf,
+  type MessageOptions, type ParsedEvent, type StoredEvent, type StreamEncoding, type StreamOptions
 } from '../index.js'
 
 const app = Fastify()
@@ -101,6 +102,20 @@ test('lastEventId follows a TypeBox header schema through @fastify/type-provider
   }, (_request, reply) => {
     expect(reply.sse().lastEventId).type.toBe<string | undefined>()
   })
+})
+
+test('compression: per plugin and per stream, with the codings this package has', () => {
+  app.get('/', (_request, reply) => {
+    expect(reply.sse(200, { compression: { encodings: ['deflate', 'gzip'], level: 1, window: 1024 } })).type.toBeAssignableTo<EventStream>()
+    expect(reply.sse(undefined, { compression: false })).type.toBeAssignableTo<EventStream>()
+    expect(reply.sse).type.not.toBeCallableWith(200, { compression: { encodings: ['br'] } })
+    expect(reply.sse).type.not.toBeCallableWith(200, { compression: 'gzip' })
+    expect(reply.sse).type.not.toBeCallableWith(200, { compress: true })
+  })
+  expect<FastifyEventStreamOptions['compression']>().type.toBe<boolean | CompressionOptions | undefined>()
+  expect<CompressionOptions['encodings']>().type.toBe<readonly StreamEncoding[] | undefined>()
+  expect<StreamEncoding>().type.toBe<'gzip' | 'deflate'>()
+  expect<StreamOptions>().type.toBe<{ compression?: boolean | CompressionOptions }>()
 })
 
 test('exports', () => {
