@@ -1,8 +1,10 @@
 // The benchmark's client side: raw TCP sockets that count frame ends ("\n\n") and spot the end of a chunked body
 // ("0\r\n\r\n") without parsing anything, so that the client is never the bottleneck, and without trusting the
 // server to close the socket.
+import type { ChildProcessWithoutNullStreams } from 'node:child_process'
 import http from 'node:http'
 import net from 'node:net'
+import readline from 'node:readline'
 
 const LF = 10
 const END = Buffer.from('0\r\n\r\n')
@@ -77,4 +79,16 @@ export async function request (port: number, method: string, path: string): Prom
     req.on('error', reject)
     req.end()
   })
+}
+
+/** The lines a child process prints on stdout. */
+export function lines (child: ChildProcessWithoutNullStreams): AsyncIterator<string> {
+  return readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]()
+}
+
+/** The next line, or an error if the process ended first. */
+export async function nextLine (reader: AsyncIterator<string>): Promise<string> {
+  const { value, done } = await reader.next()
+  if (done === true) throw new Error('process ended')
+  return value
 }

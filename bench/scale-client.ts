@@ -1,11 +1,13 @@
-// A client worker of the scale scenario: `node dist/bench/scale-client.js <port> <count> <source address>`.
+// A client worker of the scale scenario: `node dist/bench/scale-client.js <port> <count> <source address>
+// [accept-encoding]` (the last one for bench/compress.ts: compressed streams are read but not decoded).
 // Opens `count` streams from its own loopback source address (each address has its own ephemeral ports), says
 // "ready" once every stream has its headers, then for each line "watch <marker>" on stdin answers "got" once every
 // stream received the marker. One process per few thousand streams: each process has its own descriptor limit.
 import net from 'node:net'
 import readline from 'node:readline'
 
-const [port, count, localAddress] = [Number(process.argv[2]), Number(process.argv[3]), process.argv[4]]
+const [port, count, localAddress, acceptEncoding] = [Number(process.argv[2]), Number(process.argv[3]), process.argv[4], process.argv[5]]
+const requestHead = `GET /subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\n${acceptEncoding === undefined ? '' : `Accept-Encoding: ${acceptEncoding}\r\n`}\r\n`
 let marker: string | undefined
 let waiting = 0
 const seen: boolean[] = []
@@ -25,7 +27,7 @@ function open (i: number): Promise<void> {
       }
     })
     socket.on('error', reject)
-    socket.once('connect', () => socket.write('GET /subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'))
+    socket.once('connect', () => socket.write(requestHead))
   })
 }
 

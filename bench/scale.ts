@@ -3,11 +3,10 @@
 // processes, each on its own loopback source address (127.0.0.2 and up) for enough ephemeral ports. Reports memory
 // per stream (RSS and heap after a GC), the CPU of one heartbeat pass over every stream, the time from one publish
 // to its receipt by the last subscriber, and how long closing everything takes. Appends to bench/RESULTS.md.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { readFile, appendFile } from 'node:fs/promises'
-import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { request } from './client.js'
+import { lines, nextLine, request } from './client.js'
 
 const IMPLS = ['ours (hub)', 'node:http']
 const REQUESTED = Number(process.env.BENCH_SCALE ?? 100_000)
@@ -28,16 +27,6 @@ const STREAMS = Math.min(REQUESTED, limit - 1000)
 if (STREAMS < REQUESTED) {
   process.stderr.write(`scale: ${REQUESTED} streams asked, but a process may open ${limit} descriptors here (hard limit, ` +
     `and no CAP_SYS_RESOURCE to raise it): measuring ${STREAMS}\n`)
-}
-
-function lines (child: ChildProcessWithoutNullStreams): AsyncIterator<string> {
-  return readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]()
-}
-
-async function nextLine (reader: AsyncIterator<string>): Promise<string> {
-  const { value, done } = await reader.next()
-  if (done === true) throw new Error('process ended')
-  return value
 }
 
 interface Stats { rss: number, heapUsed: number, streams: number, heartbeat: { passes: number, cpuMs: number, wallMs: number } }

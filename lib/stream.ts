@@ -84,12 +84,17 @@ const chunks = new WeakMap<Uint8Array, Buffer>()
  * streams it goes to. Never for an empty frame: an empty chunk ends the body.
  */
 function chunkOf (frame: Uint8Array): Buffer {
-  let chunk = chunks.get(frame)
-  if (chunk === undefined) {
-    chunk = Buffer.concat([Buffer.from(frame.length.toString(16), 'latin1'), CRLF, frame, CRLF])
-    chunks.set(frame, chunk)
+  let made = chunks.get(frame)
+  if (made === undefined) {
+    made = chunk(frame)
+    chunks.set(frame, made)
   }
-  return chunk
+  return made
+}
+
+/** Bytes as one HTTP/1.1 chunk. */
+function chunk (bytes: Uint8Array): Buffer {
+  return Buffer.concat([Buffer.from(bytes.length.toString(16), 'latin1'), CRLF, bytes, CRLF])
 }
 
 /** Package-internal: let the registry reach a stream without a public method. */
@@ -151,9 +156,9 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     this.#settings = settings
     this.lastEventId = lastEventId
     // writeHead() decided the framing: only a chunked HTTP/1.1 body on a real socket takes chunks of ours (not
-    // HTTP/2, not HTTP/1.0, not app.inject(), whose response has a socket of its own kind), and only uncompressed.
+    // HTTP/2, not HTTP/1.0, not app.inject(), whose response has a socket of its own kind).
     const { chunkedEncoding, socket } = res as Http1Response
-    this.#socket = chunkedEncoding === true && socket instanceof Socket && settings.encoder === undefined ? socket : undefined
+    this.#socket = chunkedEncoding === true && socket instanceof Socket ? socket : undefined
     // Shared listeners that find the stream through the response: no closures per stream.
     ;(res as OwnedResponse)[kResponseStream] = this
     res.on('close', onClose)
@@ -192,12 +197,14 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   write (frame: EncodedMessage): Promise<boolean> {
     if (!(frame instanceof Uint8Array)) throw new FST_SSE_INVALID_FIELD('write() takes a frame from encodeMessage()')
     this[kHolder]?.[kRelease](this)
-    // An idle HTTP/1.1 stream takes the frame as one ready-made chunk, shared by every stream it goes to: one socket
-    // write, no tick of its own. Anything waiting (a batch, a queue, bytes in the socket) keeps the ordinary path.
+    // An idle HTTP/1.1 stream takes the frame as one ready-made chunk, shared by every stream it goes to (or, when
+    // the stream is compressed, its own compressed chunk): one socket write, no tick of its own. Anything waiting (a
+    // batch, a queue, bytes in the socket) keeps the ordinary path.
     if (this.#socket !== undefined && !this.#ending && !this.#blocked && this.#batch.length === 0 && this.#res.writableLength === 0 &&
       frame.length > 0) {
       this.#active = true
-      if (!this.#socket.write(chunkOf(frame))) this.#waitForSocket(this.#socket)
+      const encoder = this.#settings.encoder
+      if (!this.#socket.write(encoder === undefined ? chunkOf(frame) : chunk(encoder.encode(frame)))) this.#waitForSocket(this.#socket)
       return WRITTEN
     }
     return this.#batchOrQueue(frame)
