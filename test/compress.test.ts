@@ -213,15 +213,22 @@ t.test('maxBufferedBytes counts compressed bytes at the socket: a stalled client
   await until(() => streams.length === 2, 'both open')
   // Random text compresses badly: what waits for the stalled client grows past the bound (and the sockets' buffers).
   const noise = (n: number): string => `${n} ${randomBytes(12 * 1024).toString('base64')}`
+  // One event per turn of the event loop, as events arrive: what a stream is sent in one tick waits in the response
+  // until the socket gets it, so more than the bound in one tick cuts off any client, a reading one too.
+  const turn = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
   let sent = 0
   for (let n = 0; n < 3000 && !streams[1].closed; n++) {
     const writes = streams.map(stream => stream.message(noise(n), { id: n }))
     await writes[0]
+    await turn()
     sent++
   }
   t.ok(streams[1].closed, `the stalled client was cut off (after ${sent} events)`)
   t.ok(logs.lines.some(line => /too slow/.test(line.msg)), 'logged as too slow')
-  for (let n = sent; n < sent + 20; n++) await streams[0].message(noise(n), { id: n })
+  for (let n = sent; n < sent + 20; n++) {
+    await streams[0].message(noise(n), { id: n })
+    await turn()
+  }
   await until(() => readerBody.events.length === sent + 20, 'the reading client decoded every event')
   t.same(readerBody.events.map(event => Number(event.id)), Array.from({ length: sent + 20 }, (_, i) => i))
   await streams[0].close()
