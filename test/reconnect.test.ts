@@ -51,7 +51,10 @@ t.test('on shutdown, 1,000 real clients come back spread over the reconnect wind
   const late = times.filter(time => time >= window[1] + 300).length
   t.equal(early, 0, 'no client came back before the window')
   t.ok(late < clients * 0.02, `at most a few came back late (loaded machine): ${late}`)
-  t.ok(Math.max(...buckets) <= clients * 0.2, `no tenth of the window holds more than a fifth: ${buckets.join(' ')}`)
+  // Spread evenly, a tenth holds a tenth of the clients; one wave would put them all in one or two. Under load (tap
+  // runs two files at once on two cores) the first tenth's returns slip into the next ones (seen: 0 58 204 147 ...),
+  // so the bound is a quarter.
+  t.ok(Math.max(...buckets) <= clients * 0.25, `no tenth of the window holds more than a quarter: ${buckets.join(' ')}`)
   const median = times.sort((a, b) => a - b)[clients / 2]
   t.ok(Math.abs(median - (window[0] + window[1]) / 2) < 2 * tenth, `the median return is near the middle of the window: ${Math.round(median)} ms`)
 })
