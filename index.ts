@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import type { ResolveFastifyRequestType } from 'fastify/types/type-provider.js'
 import { EventHub } from './lib/hub.js'
 import { openEventStream } from './lib/open.js'
-import { resolveCompression, type ResolvedCompression } from './lib/compress.js'
+import { resolveCompression } from './lib/compress.js'
 import { resolveOptions, type FastifyEventStreamOptions, type StreamOptions } from './lib/options.js'
 import { StreamRegistry } from './lib/registry.js'
 import type { EventMap, EventStream } from './lib/stream.js'
@@ -80,7 +80,7 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
       retry,
       registry,
       lastEventIdQuery,
-      compression: streamOptions?.compression === undefined ? compression : streamCompression(streamOptions.compression)
+      compression: streamOptions?.compression === undefined ? compression : resolveCompression(streamOptions.compression, 'sse() compression')
     })
     ;(this as StreamReply)[kStream] = stream
     return stream
@@ -89,15 +89,6 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
   // preClose runs before the server stops accepting: streams end first, so fastify.close() never waits on them.
   fastify.addHook('preClose', () => registry.closeAll())
   fastify.addHook('onClose', () => hub.close())
-}
-
-const resolvedCompression = new WeakMap<object, ResolvedCompression | undefined>()
-
-/** A route's compression option, validated once per options object (routes pass the same one every time). */
-function streamCompression (option: NonNullable<StreamOptions['compression']>): ResolvedCompression | undefined {
-  if (typeof option !== 'object' || option === null) return resolveCompression(option, 'sse() compression')
-  if (!resolvedCompression.has(option)) resolvedCompression.set(option, resolveCompression(option, 'sse() compression'))
-  return resolvedCompression.get(option)
 }
 
 /** A handler that throws after reply.sse() ends its stream (and logs) instead of leaving it open. */
