@@ -27,15 +27,23 @@ export class EventStreamParser {
   #lastEventId = ''
   #id: string | undefined
   #retry: number | undefined
+  #reconnectionTime: number | undefined
   readonly #onEvent: (event: ParsedEvent) => void
 
-  constructor (onEvent: (event: ParsedEvent) => void) {
+  /** `lastEventId`: where a stream resumes, as a reconnecting EventSource keeps its last id. */
+  constructor (onEvent: (event: ParsedEvent) => void, lastEventId = '') {
     this.#onEvent = onEvent
+    this.#lastEventId = lastEventId
   }
 
   /** The last id the stream set, by a frame that dispatched an event or by one that did not: what a reconnecting client sends. */
   get lastEventId (): string {
     return this.#lastEventId
+  }
+
+  /** The last reconnection time a `retry:` field set, in a frame that dispatched an event or not (a hint sent alone). */
+  get retry (): number | undefined {
+    return this.#reconnectionTime
   }
 
   feed (chunk: string): void {
@@ -68,7 +76,7 @@ export class EventStreamParser {
     if (field === 'data') this.#data += value + '\n'
     else if (field === 'event') this.#type = value
     else if (field === 'id' && !value.includes('\0')) this.#id = this.#lastEventId = value
-    else if (field === 'retry' && /^\d+$/.test(value)) this.#retry = Number(value)
+    else if (field === 'retry' && /^\d+$/.test(value)) this.#retry = this.#reconnectionTime = Number(value)
   }
 
   #dispatch (): void {

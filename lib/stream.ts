@@ -4,10 +4,10 @@ import type { StreamEncoder } from './compress.js'
 import { CLOSE_GRACE_MS } from './constants.js'
 import { encodeComment, jsonData, messageFrame, type EncodedMessage, type MessageData, type MessageOptions } from './encode.js'
 import { FST_SSE_INVALID_FIELD, FST_SSE_INVALID_OPTION } from './errors.js'
+import type { EventMap } from './events.js'
 import { encodeItem, iterate, stopSource, type Source, type SourceItem } from './source.js'
 
-/** Event names mapped to the type of their JSON payload, for `stream.send()`. */
-export type EventMap = Record<string, unknown>
+export type { EventMap }
 
 /** The options of a typed JSON event: its name comes from the event map. */
 export type SendOptions = Omit<MessageOptions, 'event'>
