@@ -1,6 +1,6 @@
 // The live newsroom: two chat rooms and a news feed over Server-Sent Events, broadcast through the hub. One instance
 // of it; `live.ts` runs one on its own, `instances.ts` two sharing a Redis store.
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import { readFile } from 'node:fs/promises'
 import fastifyEventStream, { type EventHub, type EventStore, type EventStream } from '../index.js'
 
@@ -10,6 +10,8 @@ export type LiveEvents = {
 }
 
 const ROOMS = ['general', 'random']
+/** The client's modules (lib/client). */
+const CLIENT_FILES = ['index.js', 'client.js', 'errors.js', 'tabs.js']
 const TOPICS = [...ROOMS.map(room => `room:${room}`), 'news']
 const SUBJECTS = ['Council', 'Harbour', 'Observatory', 'Library', 'Railway', 'Market', 'Orchestra', 'Bakery']
 const VERBS = ['opens', 'delays', 'celebrates', 'announces', 'rebuilds', 'tests', 'closes', 'welcomes']
@@ -44,6 +46,13 @@ export async function buildNewsroom ({ tickMs, store, name = 'single', instances
   const streams = new Set<EventStream>()
 
   app.get('/', (_request, reply) => { reply.type('text/html; charset=utf-8').send(page) })
+  // The page imports the package's client as the build has it: /client/index.js, which imports ../parse.js.
+  const lib = new URL(import.meta.url.includes('/dist/examples/') ? '../lib/' : '../dist/lib/', import.meta.url)
+  const script = (file: string) => async (_request: unknown, reply: FastifyReply) => {
+    reply.type('text/javascript; charset=utf-8').send(await readFile(new URL(file, lib)))
+  }
+  for (const file of CLIENT_FILES) app.get(`/client/${file}`, script(`client/${file}`))
+  app.get('/parse.js', script('parse.js'))
   // Which instance this is, and where the others are: with several, the page moves to another after a drop.
   app.get('/instance', async () => ({ name, instances: instances() }))
   // The page of one instance reads the streams of the others.

@@ -19,7 +19,12 @@ async function readNews (response: IncomingMessage, count: number): Promise<Arra
 t.test('the live demo: broadcast chat and news, resume after a drop or a reload, resync, clean shutdown', async t => {
   const { child, url } = await startDemo(t, 10)
   const page = await readUntil(await get(`${url}/`), '</html>')
-  t.match(page, /new EventSource\(base\(\) \+ '\/events' \+ query\)/)
+  t.match(page, /import \{ connect \} from '\/client\/index\.js'/)
+  for (const path of ['/client/index.js', '/client/client.js', '/client/errors.js', '/client/tabs.js', '/parse.js']) {
+    const script = await fetch(url + path)
+    t.equal(script.headers.get('content-type'), 'text/javascript; charset=utf-8', path)
+    t.match(await script.text(), /^(import|export|\/\/|\/\*)/m, `${path}: a module`)
+  }
   t.same(await (await fetch(`${url}/instance`)).json(), { name: 'single', instances: [] }, 'one instance: the page stays on its origin')
 
   const first = await get(`${url}/events`)
