@@ -31,6 +31,11 @@ t.test('the WHATWG rules, one by one', async t => {
     { type: 'e', data: 'x', lastEventId: '5', id: '5' },
     { type: 'message', data: 'y', lastEventId: '5' }
   ], 'the last id carries over; the event type does not')
+  const hinted = new EventStreamParser(() => t.fail('a retry-only frame dispatches nothing'), 'resumed')
+  t.equal(hinted.retry, undefined)
+  hinted.feed('retry: 700\n\nretry: soon\n\n')
+  t.equal(hinted.retry, 700, 'retry: the reconnection time a hint sent alone set; a bad one leaves it')
+  t.equal(hinted.lastEventId, 'resumed', 'the id a parser starts from, as a reconnecting client keeps its own')
   t.same(parse(['data: unterminated']), [], 'an event without its blank line is not dispatched')
   t.same(parse(['unknown: x\ndata:  two spaces\n\n']), [{ type: 'message', data: ' two spaces', lastEventId: '' }])
 })

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import t from 'tap'
+import t, { type Test } from 'tap'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const run = promisify(execFile)
@@ -158,6 +158,29 @@ async function consumerApp (fastify: string): Promise<string> {
   return dir
 }
 
+/**
+ * Compiles `source` in the app as ESM under nodenext and under bundler resolution (`bundler` adds to the second's
+ * compiler options), runs each output and expects it to print `expected`.
+ */
+async function compileAndRun (t: Test, dir: string, prefix: string, source: string, expected: string, bundler: object): Promise<void> {
+  for (const [name, compilerOptions, file, output] of [
+    ['nodenext', { module: 'nodenext' }, `${prefix}.mts`, `${prefix}.mjs`],
+    ['bundler', { module: 'preserve', moduleResolution: 'bundler', ...bundler }, `${prefix}.ts`, `${prefix}.js`]
+  ] as const) {
+    const out = join(dir, 'out', `${prefix}-${name}`)
+    await writeFile(join(dir, file), source)
+    const tsconfig = join(dir, `tsconfig.${prefix}-${name}.json`)
+    await writeFile(tsconfig, JSON.stringify({
+      compilerOptions: { target: 'ES2022', strict: true, skipLibCheck: false, types: ['node'], outDir: out, ...compilerOptions },
+      files: [file]
+    }))
+    const compiled = await sh(join(dir, 'node_modules/.bin/tsc'), ['-p', tsconfig], dir)
+    t.equal(compiled.code, 0, `${name}: tsc: ${compiled.output}`)
+    const ran = await sh(process.execPath, [join(out, output)], dir)
+    t.equal(ran.output.trim(), expected, `${name}: runs`)
+  }
+}
+
 for (const fastify of [CURRENT_FASTIFY, OLDEST_FASTIFY]) {
   t.test(`a consumer on Fastify ${fastify}`, async t => {
     const dir = await consumerApp(fastify)
@@ -219,22 +242,7 @@ const store: EventStore = new RedisStore({ connection: { lazyConnect: true }, pr
 console.log(typeof RedisStore)
 await store.close()
 `
-      for (const [name, compilerOptions, file, output] of [
-        ['nodenext', { module: 'nodenext' }, 'redis.mts', 'redis.mjs'],
-        ['bundler', { module: 'preserve', moduleResolution: 'bundler' }, 'redis.ts', 'redis.js']
-      ] as const) {
-        const out = join(dir, 'out', `redis-${name}`)
-        await writeFile(join(dir, file), source)
-        const tsconfig = join(dir, `tsconfig.redis-${name}.json`)
-        await writeFile(tsconfig, JSON.stringify({
-          compilerOptions: { target: 'ES2022', strict: true, skipLibCheck: false, types: ['node'], outDir: out, ...compilerOptions },
-          files: [file]
-        }))
-        const compiled = await sh(join(dir, 'node_modules/.bin/tsc'), ['-p', tsconfig], dir)
-        t.equal(compiled.code, 0, `${name}: tsc: ${compiled.output}`)
-        const ran = await sh(process.execPath, [join(out, output)], dir)
-        t.equal(ran.output.trim(), 'function', `${name}: runs`)
-      }
+      await compileAndRun(t, dir, 'redis', source, 'function', {})
       // node10 resolution has no exports map: typesVersions points it at the declarations.
       await writeFile(join(dir, 'redis-node10.cts'), "import { RedisStore } from 'fastify-event-stream/redis'\nexport const made: typeof RedisStore = RedisStore\n")
       const tsconfig = join(dir, 'tsconfig.redis-node10.json')
@@ -244,6 +252,25 @@ await store.close()
       }))
       const compiled = await sh(join(dir, 'node_modules/.bin/tsc'), ['-p', tsconfig], dir)
       t.equal(compiled.code, 0, `node10: tsc: ${compiled.output}`)
+    })
+
+    t.test('the client from its subpath: typed by the route\'s event map, in a Node app', async t => {
+      const source = `
+import Fastify from 'fastify'
+import fastifyEventStream from 'fastify-event-stream'
+import { connect } from 'fastify-event-stream/client'
+type Events = { tick: { n: number } }
+const app = Fastify()
+await app.register(fastifyEventStream)
+app.get('/events', async (_request, reply) => { await reply.sse<Events>().send('tick', { n: 42 }, { id: 1 }) })
+const address = await app.listen({ port: 0, host: '127.0.0.1' })
+const client = connect<Events>(address + '/events')
+const n: number = await new Promise(resolve => client.on('tick', tick => resolve(tick.n)))
+client.close()
+console.log(n, client.lastEventId, client.state)
+await app.close()
+`
+      await compileAndRun(t, dir, 'client', source, '42 1 closed', { lib: ['ES2022', 'DOM'] })
     })
 
     t.test('plain CommonJS JavaScript: require() as the README shows', async t => {
