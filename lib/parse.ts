@@ -12,7 +12,6 @@ export interface ParsedEvent {
 }
 
 const LF = 10
-const CR = 13
 
 /**
  * A streaming parser that follows the WHATWG "Parsing an event stream" rules: feed it text in chunks of any size,
@@ -51,17 +50,21 @@ export class EventStreamParser {
     // A CR at the end of the last chunk already ended its line: an LF right after it belongs to it.
     if (this.#skipLF && text.charCodeAt(0) === LF) text = text.slice(1)
     this.#skipLF = false
+    // Line ends found with indexOf (native scans) rather than a loop over every character; CR is rare on the wire.
     let start = 0
-    for (let i = 0; i < text.length; i++) {
-      const c = text.charCodeAt(i)
-      if (c !== LF && c !== CR) continue
-      this.#line(this.#buffer + text.slice(start, i))
+    let lf = text.indexOf('\n')
+    let cr = text.indexOf('\r')
+    while (lf !== -1 || cr !== -1) {
+      let end = lf === -1 || (cr !== -1 && cr < lf) ? cr : lf
+      this.#line(this.#buffer === '' ? text.slice(start, end) : this.#buffer + text.slice(start, end))
       this.#buffer = ''
-      if (c === CR) {
-        if (i + 1 === text.length) this.#skipLF = true
-        else if (text.charCodeAt(i + 1) === LF) i++
+      if (end === cr) {
+        if (end + 1 === text.length) this.#skipLF = true
+        else if (text.charCodeAt(end + 1) === LF) end++
       }
-      start = i + 1
+      start = end + 1
+      if (lf !== -1 && lf < start) lf = text.indexOf('\n', start)
+      if (cr !== -1 && cr < start) cr = text.indexOf('\r', start)
     }
     this.#buffer += text.slice(start)
   }

@@ -71,6 +71,7 @@ type Listener = (data: any, event: ClientEvent<any, any>) => void
 type StateListener = (state: ClientState, error: EventClientError | undefined) => void
 
 const PREFIX = 'fastify-event-stream:'
+const NONE: readonly Listener[] = []
 /** How many ids a follower keeps to drop repeats: more than a hand-over's replay holds. */
 const RECENT = 256
 /** How long a leader that stopped for good holds the lock, for the other tabs to hear of it. */
@@ -90,8 +91,11 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
   #error: EventClientError | undefined
   #lastEventId: string
   #retry: number
+  /** The backoff's base: the retry option, not the server's last hint (already spread over seconds). */
+  readonly #backoffBase: number
   readonly #url: () => string | URL
   readonly #options: ConnectOptions
+  readonly #resyncEvent: string
   readonly #storage: IdStorage | undefined
   readonly #listeners = new Map<string, Set<Listener>>()
   readonly #stateListeners = new Set<StateListener>()
@@ -110,11 +114,12 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
   constructor (url: string | URL | (() => string | URL), options: ConnectOptions = {}) {
     checkOptions(url, options)
     this.#options = options
+    this.#resyncEvent = options.resyncEvent ?? 'resync'
     this.#url = typeof url === 'function' ? url : () => url
     const key = options.key ?? PREFIX + String(url)
     this.#storage = storageOf(options.storage, key)
     this.#lastEventId = load(this.#storage) ?? options.lastEventId ?? ''
-    this.#retry = options.retry ?? 1000
+    this.#retry = this.#backoffBase = options.retry ?? 1000
     if (options.signal?.aborted === true) {
       this.#stopped.abort()
       this.#state = 'closed'
@@ -209,7 +214,7 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
         if (this.#stopped.signal.aborted) return
         const error = err as EventClientError
         if (!error.retryable) return this.#stop(error)
-        delay = error.retryAfter ?? backoff(++failures, this.#retry, this.#options.maxRetryDelay ?? 30_000)
+        delay = error.retryAfter ?? backoff(++failures, this.#backoffBase, this.#options.maxRetryDelay ?? 30_000)
         this.#setState('connecting', error)
       }
       await this.#sleep(delay)
@@ -228,7 +233,9 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
       throw new EventClientError('FST_SSE_CLIENT_CONTENT_TYPE', `Expected text/event-stream, got ${type || 'no content type'}`, { status: response.status })
     }
     this.#setState('open', undefined)
-    await this.#read(response.body as ReadableStream<Uint8Array>)
+    // A body-less answer (HEAD, say) is a stream that ended at once.
+    if (response.body !== null) await this.#read(response.body)
+    else this.#setState('connecting', undefined)
     return true
   }
 
@@ -283,10 +290,12 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
   }
 
   readonly #dispatch = (event: ParsedEvent): void => {
+    // close() from a listener: the rest of the chunk's events go nowhere.
+    if (this.#stopped.signal.aborted) return
     if (this.#tabs?.leading === true) this.#tabs.post({ t: 'event', event })
     let type = event.type
     let data: unknown = event.data
-    if (type === (this.#options.resyncEvent ?? 'resync')) type = 'resync'
+    if (type === this.#resyncEvent) type = 'resync'
     if (type !== 'message' && this.#options.raw?.includes(type) !== true) {
       try {
         data = JSON.parse(event.data)
@@ -296,7 +305,7 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
       }
     }
     const delivered: ClientEvent = { type, data, id: event.id, lastEventId: event.lastEventId }
-    for (const listener of this.#listeners.get(type) ?? []) call(listener, data, delivered)
+    for (const listener of this.#listeners.get(type) ?? NONE) call(listener, data, delivered)
     for (const inbox of this.#inboxes) inbox.push(delivered)
   }
 
@@ -442,9 +451,9 @@ class Inbox {
 }
 
 /** A listener that throws is the app's bug: reported as uncaught, as EventTarget reports it, and the stream goes on. */
-function call (listener: (...args: any[]) => void, ...args: unknown[]): void {
+function call (listener: (a: any, b: any) => void, a: unknown, b: unknown): void {
   try {
-    listener(...args)
+    listener(a, b)
   } catch (err) {
     report(err)
   }

@@ -339,3 +339,36 @@ t.test('a 200 with no content type stops the client', async t => {
   t.equal(error?.code, 'FST_SSE_CLIENT_CONTENT_TYPE')
   t.match(error?.message, /no content type/)
 })
+
+t.test('close() from a listener: the rest of that chunk\'s events are not delivered', async t => {
+  const { url } = await server(t, async (_n, reply) => {
+    const stream = reply.sse()
+    // Written in one tick, they leave in one write: one chunk of three events.
+    stream.message('1').catch(t.threw)
+    stream.message('2').catch(t.threw)
+    await stream.message('3')
+  })
+  const client = connect(url)
+  const got: string[] = []
+  client.on('message', data => {
+    got.push(data)
+    client.close()
+  })
+  await state(client, s => s === 'closed')
+  await new Promise(resolve => setTimeout(resolve, 20))
+  t.same(got, ['1'])
+})
+
+t.test('a HEAD request: the stream opens with no body, and is tried again after retry', async t => {
+  const { seen } = await server(t, async (_n, reply) => { await reply.sse().message('x') })
+  const app = await build(t, {}, { forceCloseConnections: true })
+  app.head('/events', (_request, reply) => { reply.sse() })
+  const url = await listen(app) + '/events'
+  const client = connect(url, { method: 'HEAD', retry: 10 })
+  t.teardown(client.close)
+  const states: string[] = []
+  client.onState(state => states.push(state))
+  await until(() => states.length >= 4, 'two opens')
+  t.same(states.slice(0, 4), ['open', 'connecting', 'open', 'connecting'])
+  t.equal(seen.length, 0)
+})
