@@ -76,6 +76,8 @@ const NONE: readonly Listener[] = []
 const RECENT = 256
 /** How long a leader that stopped for good holds the lock, for the other tabs to hear of it. */
 const HANDOVER_MS = 100
+/** The longest delay setTimeout takes (a longer one fires at once): a Retry-After of weeks waits this long. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** A wait of full jitter: anywhere from 0 to base x 2^(failures - 1), capped (AWS's "full jitter" backoff). */
 export function backoff (failures: number, base: number, max: number, random: () => number = Math.random): number {
@@ -354,6 +356,8 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
   #setState (state: ClientState, error: EventClientError | undefined): void {
     this.#state = state
     this.#error = error
+    // Back online counts for the attempt it woke, not for the wait after a stream that opened.
+    if (state === 'open') this.#woken = false
     if (state !== 'closed' && this.#tabs?.leading === true) this.#tabs.post({ t: 'state', state, error: shapeOf(error) })
     if (state === 'closed') for (const inbox of this.#inboxes) inbox.end(this.#failure())
     this.#notify()
@@ -374,7 +378,7 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
         clearTimeout(timer)
         this.#wake = undefined
         resolve()
-      }, ms)
+      }, Math.min(ms, MAX_TIMER_MS))
     })
   }
 

@@ -186,3 +186,38 @@ t.test('backoff is full jitter, capped; Retry-After reads seconds and dates', as
   const later = parseRetryAfter(new Date(Date.now() + 10_000).toUTCString()) as number
   t.ok(later > 8000 && later <= 10_000)
 })
+
+t.test('online during an attempt that then opens does not cut short the wait after that stream ends', async t => {
+  const target = new EventTarget()
+  const globals = globalThis as unknown as Record<string, unknown>
+  Object.assign(globals, { addEventListener: target.addEventListener.bind(target), removeEventListener: target.removeEventListener.bind(target) })
+  t.teardown(() => { delete globals.addEventListener; delete globals.removeEventListener })
+  let endedAt = 0
+  let answer = (): void => {}
+  const answered = new Promise<void>(resolve => { answer = resolve })
+  const { url, seen } = await server(t, async (n, reply) => {
+    if (n === 0) await answered
+    const stream = reply.sse()
+    await stream.message('x', { id: String(n), retry: 300 })
+    if (n > 0) return
+    endedAt = Date.now()
+    await stream.close()
+  })
+  const client = connect(url)
+  t.teardown(client.close)
+  await until(() => seen.length === 1, 'the first request')
+  target.dispatchEvent(new Event('online'))
+  answer()
+  await until(() => seen.length === 2, 'the reconnect')
+  t.ok(seen[1].at - endedAt >= 295, `waited the server's retry (${seen[1].at - endedAt} ms)`)
+})
+
+t.test('a Retry-After longer than a timer can hold waits, rather than firing at once', async t => {
+  const { url, seen } = await server(t, (_n, reply) => reply.code(503).header('retry-after', '3000000').send())
+  const client = connect(url)
+  t.teardown(client.close)
+  const error = await state(client, (_s, e) => e !== undefined)
+  t.equal(error?.retryAfter, 3_000_000_000)
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal(seen.length, 1, 'no second attempt')
+})
