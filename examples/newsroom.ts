@@ -21,6 +21,16 @@ function headline (n: number): string {
   return `${SUBJECTS[n % SUBJECTS.length]} ${VERBS[(n * 3) % VERBS.length]} ${OBJECTS[(n * 5) % OBJECTS.length]}`
 }
 
+/** Serves the package's client as the build has it, for a page: /client/index.js, which imports ../parse.js. */
+export function serveClient (app: FastifyInstance): void {
+  const lib = new URL(import.meta.url.includes('/dist/examples/') ? '../lib/' : '../dist/lib/', import.meta.url)
+  const script = (file: string) => async (_request: unknown, reply: FastifyReply) => {
+    reply.type('text/javascript; charset=utf-8').send(await readFile(new URL(file, lib)))
+  }
+  for (const file of CLIENT_FILES) app.get(`/client/${file}`, script(`client/${file}`))
+  app.get('/parse.js', script('parse.js'))
+}
+
 export interface Instance {
   name: string
   url: string
@@ -46,13 +56,7 @@ export async function buildNewsroom ({ tickMs, store, name = 'single', instances
   const streams = new Set<EventStream>()
 
   app.get('/', (_request, reply) => { reply.type('text/html; charset=utf-8').send(page) })
-  // The page imports the package's client as the build has it: /client/index.js, which imports ../parse.js.
-  const lib = new URL(import.meta.url.includes('/dist/examples/') ? '../lib/' : '../dist/lib/', import.meta.url)
-  const script = (file: string) => async (_request: unknown, reply: FastifyReply) => {
-    reply.type('text/javascript; charset=utf-8').send(await readFile(new URL(file, lib)))
-  }
-  for (const file of CLIENT_FILES) app.get(`/client/${file}`, script(`client/${file}`))
-  app.get('/parse.js', script('parse.js'))
+  serveClient(app)
   // Which instance this is, and where the others are: with several, the page moves to another after a drop.
   app.get('/instance', async () => ({ name, instances: instances() }))
   // The page of one instance reads the streams of the others.

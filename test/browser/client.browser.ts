@@ -1,15 +1,13 @@
 // The client (fastify-event-stream/client) in Chromium, served as the build has it, against the real server over
 // HTTP/1.1: headers refreshed on each reconnect, a reload resumes with no gap, eight tabs share one connection and
 // hand it over with no gap, offline and online. Run with `npm run test:browser` after `npm run build`.
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
-import { readFile } from 'node:fs/promises'
+import Fastify, { type FastifyInstance } from 'fastify'
 import type { BrowserContext, Page } from 'playwright-core'
 import t, { type Test } from 'tap'
 import fastifyEventStream, { type EventStream } from '../../index.js'
+import { serveClient } from '../../examples/newsroom.js'
 import { listen, until } from '../helpers.js'
 import { launchChromium } from './chromium.js'
-
-const LIB = new URL('../../dist/lib/', import.meta.url)
 
 // The page: a client configured from its query string, and what it got, kept in the page (and across reloads in
 // sessionStorage when it stores its id).
@@ -45,11 +43,7 @@ async function start (t: Test, retry = 300): Promise<{ app: FastifyInstance, url
   const requests: Request[] = []
   const streams = new Set<EventStream>()
   app.get('/', (_request, reply) => { reply.type('text/html; charset=utf-8').send(PAGE) })
-  const script = (file: string) => async (_request: unknown, reply: FastifyReply) => {
-    reply.type('text/javascript; charset=utf-8').send(await readFile(new URL(file, LIB)))
-  }
-  for (const file of ['index.js', 'client.js', 'errors.js', 'tabs.js']) app.get(`/client/${file}`, script(`client/${file}`))
-  app.get('/parse.js', script('parse.js'))
+  serveClient(app)
   app.get('/events', async (request, reply) => {
     requests.push({ authorization: request.headers.authorization, lastEventId: request.headers['last-event-id'] as string | undefined })
     const stream = reply.sse()
