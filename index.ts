@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest,
 import fp from 'fastify-plugin'
 import type { ResolveFastifyRequestType } from 'fastify/types/type-provider.js'
 import { EventHub } from './lib/hub.js'
+import { EventRuns } from './lib/runs/runs.js'
 import { openEventStream } from './lib/open.js'
 import { resolveCompression } from './lib/compress.js'
 import { resolveOptions, type FastifyEventStreamOptions, type StreamOptions } from './lib/options.js'
@@ -11,11 +12,15 @@ import type { EventMap, EventStream } from './lib/stream.js'
 export * from './lib/constants.js'
 export * from './lib/errors.js'
 export { encodeComment, encodeMessage, type EncodedMessage, type MessageData, type MessageOptions } from './lib/encode.js'
-export type { FastifyEventStreamOptions, HubOptions, StreamOptions } from './lib/options.js'
+export type { FastifyEventStreamOptions, HubOptions, RunsOptions, StreamOptions } from './lib/options.js'
 export type { CompressionOptions, StreamEncoding } from './lib/compress.js'
 export { EventHub, type HubStats, type PublishOptions, type SubscribeOptions } from './lib/hub.js'
 export { MemoryStore, type MemoryStoreOptions } from './lib/stores/memory.js'
 export type { EventStore, NewEvent, Replay, StoredEvent, StoreFailure, StoreListener, StoreStats } from './lib/stores/store.js'
+export { EventRuns, type ReadOptions, type RunFactory, type RunSource, type RunsStats, type StartedRun, type StartOptions } from './lib/runs/runs.js'
+export { MemoryRunStore } from './lib/runs/memory.js'
+export { AI_SDK_HEADER, AI_SDK_HEADER_VALUE, RUN_END_EVENT } from './lib/runs/frames.js'
+export type { ClaimResult, RunClaim, RunEnd, RunListener, RunPage, RunProtocol, RunRecord, RunState, RunStore, RunWriteResult } from './lib/runs/store.js'
 export { EventStream, type ConsumeOptions, type EventMap, type SendOptions } from './lib/stream.js'
 export type { JsonItem, MessageItem, Source, SourceItem } from './lib/source.js'
 export { EventStreamParser, type ParsedEvent } from './lib/parse.js'
@@ -46,6 +51,8 @@ declare module 'fastify' {
     readonly openEventStreams: number
     /** Topics, broadcast encoded once, and replay from Last-Event-ID. */
     readonly eventHub: EventHub
+    /** Runs: output that outlives its connection (a model's answer, a job's progress), once per key fleet-wide. */
+    readonly eventRuns: EventRuns
   }
 
   // The merged declaration must repeat every type parameter of FastifyReply, used or not.
@@ -67,12 +74,14 @@ type StreamReply = FastifyReply & { [kStream]: EventStream<any, any> | null }
 type Handler = (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => unknown
 
 const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, options) => {
-  const { heartbeat, maxBufferedBytes, retry, reconnectWindow, maxStreamAge, lastEventIdQuery, hub: hubOptions, compression } = resolveOptions(options)
+  const { heartbeat, maxBufferedBytes, retry, reconnectWindow, maxStreamAge, lastEventIdQuery, hub: hubOptions, compression, runs: runsOptions } = resolveOptions(options)
   // A stream that ends, for whatever reason, leaves the registry and with it the hub's topics.
   const registry = new StreamRegistry({ heartbeat, reconnectWindow, maxStreamAge }, stream => hub.unsubscribe(stream))
   const hub = new EventHub({ ...hubOptions, log: fastify.log, counters: registry })
   fastify.decorate('openEventStreams', { getter: () => registry.size })
   fastify.decorate('eventHub', hub)
+  const runs = new EventRuns({ ...runsOptions, lastEventIdQuery, log: fastify.log })
+  fastify.decorate('eventRuns', runs)
   fastify.decorateReply(kStream, null)
   fastify.decorateReply('sse', function sse (this: FastifyReply, status?: number, streamOptions?: StreamOptions) {
     const stream = openEventStream(this, status, {
@@ -87,7 +96,11 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
   })
   fastify.addHook('onRoute', (route: RouteOptions) => { route.handler = guard(route.handler as Handler) })
   // preClose runs before the server stops accepting: streams end first, so fastify.close() never waits on them.
-  fastify.addHook('preClose', () => registry.closeAll())
+  // Runs first, so that their readers here get the final event before the streams close.
+  fastify.addHook('preClose', async () => {
+    await runs.close()
+    await registry.closeAll()
+  })
   fastify.addHook('onClose', () => hub.close())
 }
 

@@ -31,3 +31,8 @@ export const CLOSE_GRACE_MS = 2_000
 export const RESYNC_EVENT = 'resync'
 export const DEFAULT_HISTORY_SIZE = 1000
 export const DEFAULT_HISTORY_AGE_MS = 5 * 60_000
+
+export const DEFAULT_RUN_TTL_MS = 10 * 60_000
+export const DEFAULT_RUN_LEASE_MS = 10_000
+export const DEFAULT_RUN_MAX_BYTES = 4 * 1024 * 1024
+export const DEFAULT_MAX_RUNS = 1000

@@ -35,3 +35,18 @@ export const FST_SSE_STORE_RESET = createError('FST_SSE_STORE_RESET', 'The event
 
 /** The store's live delivery missed events that its history no longer keeps: the listeners must resume or resync. */
 export const FST_SSE_STORE_GAP = createError('FST_SSE_STORE_GAP', 'The event store cannot deliver a topic without a gap: %s', 503)
+
+/** A run key that is not 1-128 letters, digits and `_ - . : @` (it becomes part of store keys). */
+export const FST_SSE_INVALID_RUN_KEY = createError('FST_SSE_INVALID_RUN_KEY', 'Invalid run key: %s', 400, TypeError)
+
+/** runs.start() for a key whose run is running (on this instance or another) with `ifRunning: 'error'`. */
+export const FST_SSE_RUN_ACTIVE = createError('FST_SSE_RUN_ACTIVE', 'A run is already running under the key %s', 409)
+
+/** runs.start() for a key whose run ended and is still kept (until its TTL, or runs.delete(), or `replace: true`). */
+export const FST_SSE_RUN_ENDED = createError('FST_SSE_RUN_ENDED', 'The run under the key %s ended and is kept until its TTL: delete it or start with replace', 409)
+
+/** runs.start() while this instance runs `maxRuns` runs already. */
+export const FST_SSE_RUN_LIMIT = createError('FST_SSE_RUN_LIMIT', 'Too many runs on this instance (maxRuns %s)', 503)
+
+/** A run was started, read or cancelled after the Fastify instance began to close. */
+export const FST_SSE_RUNS_CLOSED = createError('FST_SSE_RUNS_CLOSED', 'Runs are closed: the server is shutting down', 503)

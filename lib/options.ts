@@ -1,6 +1,11 @@
 import { resolveCompression, type CompressionOptions, type ResolvedCompression } from './compress.js'
-import { DEFAULT_HEARTBEAT_MS, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_RECONNECT_WINDOW, RESYNC_EVENT } from './constants.js'
+import {
+  DEFAULT_HEARTBEAT_MS, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_RUNS, DEFAULT_RECONNECT_WINDOW, DEFAULT_RUN_LEASE_MS,
+  DEFAULT_RUN_MAX_BYTES, DEFAULT_RUN_TTL_MS, RESYNC_EVENT
+} from './constants.js'
 import { FST_SSE_INVALID_OPTION } from './errors.js'
+import { MemoryRunStore } from './runs/memory.js'
+import type { RunStore } from './runs/store.js'
 import { MemoryStore } from './stores/memory.js'
 import { positiveInteger, type EventStore } from './stores/store.js'
 
@@ -16,6 +21,25 @@ export interface HubOptions {
   historyAge?: number
   /** The event type of the in-band message that tells a client to resynchronise (default 'resync'). */
   resyncEvent?: string
+}
+
+export interface RunsOptions {
+  /**
+   * Where runs live (default: the hub store's run store when it has one, as the Redis store does, so that runs span
+   * the same instances as topics; else in memory).
+   */
+  store?: RunStore
+  /** Milliseconds a run is kept after its end, for readers that come back (default 10 minutes). */
+  ttl?: number
+  /**
+   * Milliseconds an owner's claim holds without renewal (default 10000; renewed every third of it): an instance that
+   * dies leaves its runs' readers a final `interrupted` event within about this long.
+   */
+  lease?: number
+  /** Bytes of frames one run may store (default 4 MiB): past it the run ends with reason `overflow`. */
+  maxBytes?: number
+  /** Runs whose source may run on this instance at once (default 1000): past it start() throws FST_SSE_RUN_LIMIT. */
+  maxRuns?: number
 }
 
 export interface FastifyEventStreamOptions {
@@ -51,6 +75,8 @@ export interface FastifyEventStreamOptions {
    * to text an attacker chooses (BREACH): see the README.
    */
   compression?: boolean | CompressionOptions
+  /** Runs (`fastify.eventRuns`): output that outlives its connection. */
+  runs?: RunsOptions
 }
 
 /** Per-stream options: the second argument of `reply.sse()`. */
@@ -68,6 +94,7 @@ export interface ResolvedOptions {
   lastEventIdQuery: string | false
   hub: { store: EventStore, maxPending: number, resyncEvent: string }
   compression: ResolvedCompression | undefined
+  runs: { store: RunStore, ttl: number, lease: number, maxBytes: number, maxRuns: number }
 }
 
 /** Validates and defaults the options once, at registration. */
@@ -84,6 +111,7 @@ export function resolveOptions (options: FastifyEventStreamOptions): ResolvedOpt
   if (retry !== undefined && !(typeof retry === 'number' && Number.isFinite(retry) && retry >= 0)) {
     throw new FST_SSE_INVALID_OPTION('retry', `expected a non-negative number of milliseconds, got ${String(retry)}`)
   }
+  const hub = resolveHubOptions(options.hub ?? {})
   return {
     heartbeat,
     maxBufferedBytes,
@@ -91,8 +119,9 @@ export function resolveOptions (options: FastifyEventStreamOptions): ResolvedOpt
     reconnectWindow: resolveReconnectWindow(options.reconnectWindow ?? DEFAULT_RECONNECT_WINDOW),
     maxStreamAge: resolveMaxStreamAge(options.maxStreamAge ?? false, options.maxStreamAgeJitter),
     lastEventIdQuery: resolveLastEventIdQuery(options.lastEventIdQuery ?? false),
-    hub: resolveHubOptions(options.hub ?? {}),
-    compression: resolveCompression(options.compression)
+    hub,
+    compression: resolveCompression(options.compression),
+    runs: resolveRunsOptions(options.runs ?? {}, hub.store)
   }
 }
 
@@ -143,6 +172,24 @@ function resolveHubOptions (options: HubOptions): ResolvedOptions['hub'] {
     throw new FST_SSE_INVALID_OPTION('hub.historyAge', 'configures the in-memory store: configure the store you pass instead')
   }
   return { store, maxPending, resyncEvent }
+}
+
+const RUN_STORE_METHODS = ['claim', 'append', 'renew', 'get', 'read', 'listen', 'cancel', 'delete', 'close'] as const
+
+function resolveRunsOptions (options: RunsOptions, hubStore: EventStore): ResolvedOptions['runs'] {
+  const { store } = options
+  if (store !== undefined && RUN_STORE_METHODS.some(method => typeof (store as unknown as Record<string, unknown>)[method] !== 'function')) {
+    throw new FST_SSE_INVALID_OPTION('runs.store', `expected an object with the methods ${RUN_STORE_METHODS.join(', ')}`)
+  }
+  const lease = positiveInteger('runs.lease', options.lease ?? DEFAULT_RUN_LEASE_MS)
+  if (lease < 100) throw new FST_SSE_INVALID_OPTION('runs.lease', `expected at least 100 ms, got ${lease}`)
+  return {
+    store: store ?? hubStore.runStore?.() ?? new MemoryRunStore(),
+    ttl: positiveInteger('runs.ttl', options.ttl ?? DEFAULT_RUN_TTL_MS),
+    lease,
+    maxBytes: positiveInteger('runs.maxBytes', options.maxBytes ?? DEFAULT_RUN_MAX_BYTES),
+    maxRuns: positiveInteger('runs.maxRuns', options.maxRuns ?? DEFAULT_MAX_RUNS)
+  }
 }
 
 /** setInterval() turns a delay above 2^31-1 ms into 1 ms, so a larger heartbeat would fire constantly. */

@@ -1,4 +1,5 @@
 import { FST_SSE_INVALID_OPTION } from '../errors.js'
+import type { RunStore } from '../runs/store.js'
 
 /** What a publisher hands to the store: the store assigns the position, and the id when none is given. */
 export interface NewEvent {
@@ -58,6 +59,8 @@ export interface EventStore {
   close (): Promise<void>
   /** The store's own counters, shown by the hub's stats() as `store` (a store that keeps none leaves it out). */
   stats?: () => StoreStats
+  /** Runs kept where this store keeps topics (the Redis store: the same Redis, prefix and connection), for `eventRuns`. */
+  runStore?: () => RunStore
 }
 
 /** Numbers a store reports about itself: how far behind it is, what it had to recover from. */
