@@ -14,6 +14,8 @@ export interface OwnerSettings {
 
 /** Frames waiting for the store past this many bytes hold the source back until the store took them. */
 const HELD_BYTES = 256 * 1024
+/** Frames one store write carries at most (a Lua script's arguments are bounded). */
+const MAX_BATCH_FRAMES = 500
 const ENDED = Symbol('ended')
 const noop = (): void => {}
 
@@ -102,7 +104,9 @@ export class RunOwner {
     const frame = itemFrame(item, this.protocol, runEventId(this.id, this.#count + 1))
     if (this.#bytes + frame.length > this.#settings.maxBytes) return 'overflow'
     this.#push(frame)
-    if (!this.#scheduled) {
+    // A source that yields a great many frames in one tick still goes to the store in writes of bounded size.
+    if (this.#batch.length >= MAX_BATCH_FRAMES) this.#flush()
+    else if (!this.#scheduled) {
       this.#scheduled = true
       setImmediate(this.#flush)
     }

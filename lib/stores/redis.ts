@@ -3,6 +3,7 @@ import { Redis, type RedisOptions } from 'ioredis'
 import { DEFAULT_HISTORY_AGE_MS, DEFAULT_HISTORY_SIZE } from '../constants.js'
 import { FST_SSE_HUB_CLOSED, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_STORE_UNAVAILABLE } from '../errors.js'
 import { LiveReader, type ReaderStats } from './redis-reader.js'
+import { RedisRunStore } from './redis-runs.js'
 import { APPEND, READ } from './redis-scripts.js'
 import {
   isPositionId, positiveInteger, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreFailure, type StoreListener
@@ -23,6 +24,11 @@ export interface RedisStoreSettings {
   keyTtl?: number
   /** Milliseconds a publish or a subscription waits for Redis before failing with FST_SSE_STORE_UNAVAILABLE (default 3000). */
   timeout?: number
+  /**
+   * Milliseconds between the checks that a run's owner still holds its lease, on each instance with readers of it
+   * (default 1000; see `runStore()`).
+   */
+  leaseCheck?: number
   /** Where the reader reports connection trouble it recovers from (for example `app.log`). */
   log?: { warn: (details: object, message: string) => void }
 }
@@ -105,6 +111,8 @@ export class RedisStore implements EventStore {
   readonly #pending: Array<{ topic: string, event: NewEvent, resolve: (event: StoredEvent) => void, reject: (err: unknown) => void }> = []
   /** Resolves when the command connection is ready again; one wait shared by every command sent meanwhile. */
   #ready: Promise<void> | undefined
+  readonly #leaseCheck: number
+  #runs: RedisRunStore | undefined
 
   constructor (options: RedisStoreOptions) {
     const { client, connection } = options
@@ -117,6 +125,7 @@ export class RedisStore implements EventStore {
     this.#keyTtl = positiveInteger('keyTtl', options.keyTtl ?? Math.max(DEFAULT_KEY_TTL_MS, this.#historyAge))
     if (this.#keyTtl < this.#historyAge) throw new FST_SSE_INVALID_OPTION('keyTtl', 'must be at least historyAge')
     this.#timeout = positiveInteger('timeout', options.timeout ?? DEFAULT_TIMEOUT_MS)
+    this.#leaseCheck = positiveInteger('leaseCheck', options.leaseCheck ?? 1000)
     this.#log = options.log
     this.#ownsClient = client === undefined
     this.#client = client ?? (typeof connection === 'string' ? new Redis(connection) : new Redis(connection as RedisOptions))
@@ -200,10 +209,25 @@ export class RedisStore implements EventStore {
     return this.#reader.stats()
   }
 
+  /**
+   * The run store on the same Redis and prefix (made once): the plugin's `eventRuns` use it when this is the hub's
+   * store, so that runs span the same instances as topics.
+   */
+  runStore (): RedisRunStore {
+    this.#runs ??= new RedisRunStore({
+      client: this.#client,
+      prefix: this.#prefix,
+      command: async send => await this.#command(send),
+      log: this.#log ?? { warn: noop }
+    }, { leaseCheck: this.#leaseCheck })
+    return this.#runs
+  }
+
   /** Stops the reader and closes the connections the store opened; a client that was handed in stays open. */
   async close (): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    await this.#runs?.close()
     this.#reader.close()
     if (this.#ownsClient) this.#client.disconnect()
   }

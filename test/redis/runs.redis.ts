@@ -1,0 +1,189 @@
+// Runs across instances through Redis: real HTTP clients, two Fastify instances (and a killed third).
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { createInterface } from 'node:readline'
+import Fastify, { type FastifyInstance } from 'fastify'
+import t, { type Test } from 'tap'
+import fastifyEventStream, { type ParsedEvent, type RunsOptions } from '../../index.js'
+import { RedisStore, type RedisStoreSettings } from '../../lib/stores/redis.js'
+import { pushable, runRoutes, type Pushable } from '../runs/helpers.js'
+import { SHARED_REDIS, redisServer, sseClient, sharedClient, uniquePrefix, until } from './helpers.js'
+
+interface Instance { app: FastifyInstance, url: string, sources: Map<string, Pushable> }
+
+/** An instance whose runs read from pushable sources the test feeds (made on first use of a key, per instance). */
+async function instance (t: Test, prefix: string, options: { redis?: string, runs?: RunsOptions, store?: RedisStoreSettings } = {}): Promise<Instance> {
+  const app = Fastify({ logger: false, forceCloseConnections: true })
+  const store = new RedisStore({ connection: options.redis ?? SHARED_REDIS, prefix, leaseCheck: 100, ...options.store })
+  await app.register(fastifyEventStream, { heartbeat: false, hub: { store }, runs: options.runs })
+  const sources = new Map<string, Pushable>()
+  runRoutes(app, key => {
+    const source = pushable()
+    sources.set(key, source)
+    return source
+  })
+  t.teardown(() => app.close())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return { app, url: `http://127.0.0.1:${(app.server.address() as { port: number }).port}`, sources }
+}
+
+const texts = (events: ParsedEvent[]): string[] => events.map(event => event.type === 'message' ? event.data : `${event.type}:${event.data}`)
+
+/** POSTs a start on its own connection, reading the stream it answers with. */
+async function post (t: Test, url: string): Promise<Awaited<ReturnType<typeof sseClient>>> {
+  const http = await import('node:http')
+  const request = http.request(url, { method: 'POST', agent: false })
+  request.end()
+  const [response] = await once(request, 'response') as [import('node:http').IncomingMessage]
+  const { EventStreamParser } = await import('../../index.js')
+  const events: ParsedEvent[] = []
+  const parser = new EventStreamParser(event => events.push(event))
+  response.setEncoding('utf8')
+  response.on('data', (chunk: string) => parser.feed(chunk))
+  const ended = new Promise<void>(resolve => { response.on('close', () => resolve()) })
+  t.teardown(() => response.destroy())
+  return {
+    events,
+    lastEventId: () => parser.lastEventId,
+    received: count => until(() => events.length >= count, `${count} events (have ${events.length})`),
+    ended,
+    close: () => response.destroy()
+  }
+}
+
+t.test('a run started on A is read on B from the start, live, to its end; the ids resume on either', async t => {
+  const prefix = uniquePrefix(t)
+  const a = await instance(t, prefix)
+  const b = await instance(t, prefix)
+  const starter = await post(t, `${a.url}/runs/chat-1`)
+  await until(() => a.sources.has('chat-1'), 'the source')
+  const source = a.sources.get('chat-1') as Pushable
+  source.push('Hel', 'lo')
+  await starter.received(2)
+  const onB = await sseClient(t, `${b.url}/runs/chat-1`)
+  await onB.received(2)
+  source.push(' world', { event: 'usage', json: { tokens: 3 } })
+  await onB.received(4)
+  const dropped = onB.lastEventId()
+  onB.close()
+  source.push('!')
+  source.end()
+  await starter.ended
+  t.same(texts(starter.events), ['Hel', 'lo', ' world', 'usage:{"tokens":3}', '!', 'end:{"reason":"done"}'])
+  const resumed = await sseClient(t, `${a.url}/runs/chat-1`, dropped)
+  await resumed.ended
+  t.same(texts(resumed.events), ['!', 'end:{"reason":"done"}'], 'resumed after its id on the other instance')
+  t.same(texts(onB.events), texts(starter.events).slice(0, 4))
+  const again = await sseClient(t, `${b.url}/runs/chat-1`, starter.lastEventId())
+  await again.ended
+  t.equal(again.events.length, 0, 'a reader that has the end gets 204')
+})
+
+t.test('two instances racing to start one key run its source once', async t => {
+  const prefix = uniquePrefix(t)
+  const [a, b] = [await instance(t, prefix), await instance(t, prefix)]
+  for (let round = 0; round < 10; round++) {
+    const key = `race-${round}`
+    const made: string[] = []
+    const starts = await Promise.all([a, b, a, b].map(async (server, i) => await server.app.eventRuns.start(key, () => {
+      made.push(String(i))
+      return ['x']
+    })))
+    t.equal(starts.filter(start => start.started).length, 1, `${key}: one start won`)
+    await starts.find(start => start.started)?.done
+    t.equal(made.length, 1, `${key}: one execution`)
+  }
+})
+
+t.test('cancel on B stops the source on A; readers on both get the reason', async t => {
+  const prefix = uniquePrefix(t)
+  const [a, b] = [await instance(t, prefix), await instance(t, prefix)]
+  const source = pushable()
+  let aborted: AbortSignal | undefined
+  const { done } = await a.app.eventRuns.start('job-9', signal => { aborted = signal; return source })
+  source.push('10%')
+  const onA = await sseClient(t, `${a.url}/runs/job-9`)
+  const onB = await sseClient(t, `${b.url}/runs/job-9`)
+  await onA.received(1)
+  await onB.received(1)
+  t.equal(await b.app.eventRuns.cancel('job-9'), true)
+  t.equal(await done, 'cancelled')
+  await source.stopped
+  t.equal(aborted?.aborted, true)
+  await onA.ended
+  await onB.ended
+  t.same(texts(onB.events), ['10%', 'end:{"reason":"cancelled"}'])
+  t.same(texts(onA.events), texts(onB.events))
+  t.equal(await b.app.eventRuns.cancel('job-9'), false)
+})
+
+t.test('a store-level replace, delete and the lease of an ended run', async t => {
+  const prefix = uniquePrefix(t)
+  const a = await instance(t, prefix, { runs: { ttl: 300 } })
+  await (await a.app.eventRuns.start('k', ['one'])).done
+  t.equal((await a.app.eventRuns.start('k', ['two'], { replace: true })).started, true)
+  await until(async () => (await a.app.eventRuns.get('k'))?.state === 'done', 'the second run')
+  const reader = await sseClient(t, `${a.url}/runs/k`)
+  await reader.ended
+  t.same(texts(reader.events), ['two', 'end:{"reason":"done"}'])
+  t.equal(await a.app.eventRuns.delete('k'), true)
+  t.equal(await a.app.eventRuns.get('k'), null)
+  await (await a.app.eventRuns.start('k', ['three'])).done
+  await until(async () => (await a.app.eventRuns.get('k')) === null, 'the TTL', 3000)
+  const redis = sharedClient(t)
+  t.same(await redis.keys(`${prefix}:r*`), [], 'nothing of the run is left in Redis')
+})
+
+t.test('a long run is stored whole and replayed in pages on another instance', async t => {
+  const prefix = uniquePrefix(t)
+  const [a, b] = [await instance(t, prefix), await instance(t, prefix)]
+  const tokens = Array.from({ length: 2000 }, (_, i) => `token ${i} ${'é'.repeat(i % 5)}`)
+  await (await a.app.eventRuns.start('long', tokens)).done
+  const reader = await sseClient(t, `${b.url}/runs/long`)
+  await reader.ended
+  t.same(texts(reader.events), [...tokens, 'end:{"reason":"done"}'])
+})
+
+t.test('an owner killed with SIGKILL: readers elsewhere get interrupted within the lease, and the key starts again', async t => {
+  const prefix = uniquePrefix(t)
+  const b = await instance(t, prefix)
+  const child = spawn(process.execPath, ['dist/bench/run-instance.js', SHARED_REDIS, prefix, '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const [line] = await once(createInterface({ input: child.stdout }), 'line') as [string]
+  const port = Number(line.split(' ')[1])
+  const started = await fetch(`http://127.0.0.1:${port}/runs/doomed?tokens=1000&rate=50`, { method: 'PUT' })
+  t.same(await started.json(), { started: true })
+  const onB = await sseClient(t, `${b.url}/runs/doomed`)
+  await onB.received(5)
+  child.kill('SIGKILL')
+  const killed = Date.now()
+  await onB.ended
+  const waited = Date.now() - killed
+  t.equal(onB.events.at(-1)?.data, '{"reason":"interrupted"}')
+  t.ok(waited < 1000 + 100 + 1500, `ended ${waited} ms after the kill (lease 1000 ms, checked every 100 ms)`)
+  const indices = onB.events.slice(0, -1).map(event => Number(event.data.split('|')[0]))
+  t.same(indices, indices.map((_, i) => i), 'every token up to the kill, in order, once')
+  const again = await b.app.eventRuns.start('doomed', ['fresh'])
+  t.equal(again.started, true, 'an interrupted key starts again')
+  await again.done
+})
+
+t.test('Redis restarting: readers close and resume; owners keep writing once it is back', async t => {
+  const server = await redisServer(t)
+  const prefix = uniquePrefix(t)
+  const a = await instance(t, prefix, { redis: server.url, store: { timeout: 500 }, runs: { lease: 5000 } })
+  const b = await instance(t, prefix, { redis: server.url, store: { timeout: 500 } })
+  const source = pushable()
+  const { done } = await a.app.eventRuns.start('through', source)
+  source.push('before')
+  const onB = await sseClient(t, `${b.url}/runs/through`)
+  await onB.received(1)
+  await server.kill()
+  await onB.ended
+  t.pass('the reader closed when its live connection went')
+  await server.start()
+  t.equal((await a.app.eventRuns.get('through')), null, 'a Redis without persistence lost the run')
+  source.push('after')
+  t.equal(await done, 'lost', 'its owner learns the run is gone and stops')
+  await source.stopped
+})
