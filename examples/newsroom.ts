@@ -3,6 +3,7 @@
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import { readFile } from 'node:fs/promises'
 import fastifyEventStream, { type EventHub, type EventStore, type EventStream } from '../index.js'
+import { assistantRoutes } from './assistant.js'
 
 export type LiveEvents = {
   chat: { room: string, name: string, text: string, time: string }
@@ -44,9 +45,11 @@ export interface NewsroomOptions {
   /** This instance's name, and every instance the page may use (none: only its own origin). */
   name?: string
   instances?: () => Instance[]
+  /** Milliseconds between the assistant's words (default a twentieth of tickMs, at least 40). */
+  wordMs?: number
 }
 
-export async function buildNewsroom ({ tickMs, store, name = 'single', instances = () => [] }: NewsroomOptions) {
+export async function buildNewsroom ({ tickMs, store, name = 'single', instances = () => [], wordMs }: NewsroomOptions) {
   const app = Fastify({ logger: true })
   // The page passes its last id as ?lastEventId= after a reload (EventSource cannot set the header).
   await app.register(fastifyEventStream, { retry: 1000, lastEventIdQuery: 'lastEventId', hub: store === undefined ? { historySize: 500 } : { store } })
@@ -95,7 +98,9 @@ export async function buildNewsroom ({ tickMs, store, name = 'single', instances
     return { dropped }
   })
 
-  app.get('/stats', async () => hub.stats())
+  app.get('/stats', async () => ({ ...hub.stats(), runs: app.eventRuns.stats() }))
+  // The assistant's words come twenty times as often as the news.
+  assistantRoutes(app, wordMs ?? Math.max(40, Math.floor((tickMs > 0 ? tickMs : 2000) / 20)))
 
   if (tickMs > 0) publishNews(app, hub, tickMs)
   return app

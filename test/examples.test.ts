@@ -1,7 +1,7 @@
 import { once } from 'node:events'
 import type { IncomingMessage } from 'node:http'
 import t from 'tap'
-import { MemoryStore } from '../index.js'
+import { MemoryStore, injectEventStream } from '../index.js'
 import { buildNewsroom } from '../examples/newsroom.js'
 import { get, readUntil, startDemo } from './helpers.js'
 
@@ -81,4 +81,44 @@ t.test('a newsroom instance that only serves: the store it is given, where the o
   await new Promise(resolve => setTimeout(resolve, 50))
   t.equal(app.eventHub.stats().published, 0, 'no news published by this instance')
   t.same((await store.readAfter(['news'], '0')).events, null)
+})
+
+t.test('the demo assistant: an answer streamed as a run, resumed after its last word, cancelled by Stop', async t => {
+  const app = await buildNewsroom({ tickMs: 0, wordMs: 5 })
+  t.teardown(() => app.close())
+  const ask = async (question: string): Promise<string> => {
+    const response = await app.inject({ method: 'POST', url: '/assistant', payload: { question } })
+    t.equal(response.statusCode, 201)
+    return response.json().key
+  }
+  const { answerTo } = await import('../examples/assistant.js')
+  const key = await ask('why?')
+  const first = await injectEventStream(app, `/assistant/${key}`)
+  const words: string[] = []
+  let lastEventId = ''
+  for await (const event of first) {
+    words.push(event.data)
+    lastEventId = event.lastEventId
+    if (words.length === 3) break
+  }
+  const rest = await injectEventStream(app, { url: `/assistant/${key}?lastEventId=${lastEventId}` })
+  let end = ''
+  for await (const event of rest) {
+    if (event.type === 'end') end = event.data
+    else words.push(event.data)
+  }
+  t.same(words, answerTo('why?'), 'every word once, in order, across the reconnect')
+  t.equal(end, '{"reason":"done"}')
+  t.equal((await app.inject({ method: 'POST', url: '/assistant', payload: {} })).statusCode, 400)
+
+  const stopped = await ask('and this?')
+  const reading = await injectEventStream(app, `/assistant/${stopped}`)
+  const events: string[] = []
+  for await (const event of reading) {
+    events.push(event.type)
+    if (events.length === 2) t.same((await app.inject({ method: 'DELETE', url: `/assistant/${stopped}` })).json(), { cancelled: true })
+  }
+  t.equal(events.at(-1), 'end')
+  t.ok(events.length < answerTo('and this?').length, 'cancelled before its end')
+  t.match((await app.inject('/stats')).json(), { runs: { running: 0, started: 2 } })
 })

@@ -79,7 +79,8 @@ export class RunOwner {
       if (end !== 'done') stopSource(source, iterator, err => this.#settings.log.error({ err, run: this.key }, 'run source failed to stop'))
     }
     if (end === 'failed') this.#fail(failed, onError)
-    return await this.#end(this.#stopReason ?? end ?? 'interrupted')
+    // The loop ends with an end of its own, or because something set a stop reason.
+    return await this.#end(this.#stopReason ?? end as RunEnd)
   }
 
   /** Stops the source; the run ends with this reason (cancelled, interrupted by a shutdown). */

@@ -187,3 +187,38 @@ t.test('Redis restarting: readers close and resume; owners keep writing once it 
   t.equal(await done, 'lost', 'its owner learns the run is gone and stops')
   await source.stopped
 })
+
+t.test('leases are renewed while a run lives; a cancel whose message was missed arrives with the renewal', async t => {
+  const prefix = uniquePrefix(t)
+  const a = await instance(t, prefix, { runs: { lease: 300 } })
+  const source = pushable()
+  const { done, run } = await a.app.eventRuns.start('long-lived', source)
+  const redis = sharedClient(t)
+  const leaseOf = async (): Promise<number> => Number(await redis.hget(`${prefix}:r:long-lived`, 'lease'))
+  const first = await leaseOf()
+  await until(async () => (await leaseOf()) > first, 'a renewal', 2000)
+  t.equal((await a.app.eventRuns.get('long-lived'))?.state, 'running', 'a quiet run outlives its lease while renewed')
+  // As if the cancel's message had been published while the owner's subscriber connection was away.
+  await redis.hset(`${prefix}:r:long-lived`, 'cancel', '1')
+  t.equal(await done, 'cancelled')
+  t.equal(run.key, 'long-lived')
+  await source.stopped
+})
+
+t.test('Redis away: listening fails with a coded error, the lease check logs and tries again', async t => {
+  const server = await redisServer(t)
+  const warnings: string[] = []
+  const store = new RedisStore({ connection: server.url, prefix: '{runs-away}', timeout: 200, leaseCheck: 50, log: { warn: (_details, message) => warnings.push(message) } })
+  t.teardown(() => store.close())
+  const runs = store.runStore()
+  t.equal(store.runStore(), runs, 'one run store per store')
+  const listener = { frames: () => {}, cancel: () => {}, fail: () => {} }
+  const stop = await runs.listen('k', listener)
+  await server.kill()
+  await until(() => warnings.includes('event runs lease check failed; trying again'), 'a failed lease check')
+  await t.rejects(runs.listen('other', listener), { code: 'FST_SSE_STORE_UNAVAILABLE' })
+  stop()
+  await server.start()
+  const again = await runs.listen('other', listener)
+  again()
+})

@@ -1,7 +1,7 @@
 import t from 'tap'
 import {
   FST_SSE_INVALID_OPTION, FST_SSE_INVALID_RUN_KEY, FST_SSE_RUN_ACTIVE, FST_SSE_RUN_ENDED, FST_SSE_RUN_LIMIT, FST_SSE_RUNS_CLOSED,
-  MemoryRunStore, injectEventStream, type ParsedEvent, type RunStore
+  MemoryRunStore, MemoryStore, injectEventStream, type ParsedEvent, type RunStore
 } from '../../index.js'
 import { build, captureLogs, tick, until } from '../helpers.js'
 import { pushable, readRun, runRoutes, type Pushable } from './helpers.js'
@@ -27,7 +27,6 @@ t.test('a late reader gets everything from the start, then the live tail, then t
   const started = await app.eventRuns.start('late', source)
   t.equal(started.started, true)
   source.push('one', 'two')
-  await until(() => (started.run.count, false) || true, 'noop')
   await tick()
   await tick()
   const response = await injectEventStream(app, '/runs/late')
@@ -115,7 +114,7 @@ t.test('an ended run holds its key until its TTL, a delete, or a start with repl
   t.equal(replaced.started, true)
   await replaced.done
   t.same(texts((await readRun(t, app, 'kept')).events), ['third', 'end:{"reason":"done"}'])
-  await until(() => false, 'ttl', 350).catch(() => {})
+  await new Promise(resolve => setTimeout(resolve, 350))
   t.equal((await app.inject('/runs/kept')).statusCode, 204, 'gone after its TTL')
   t.equal((await app.eventRuns.start('kept', ['fourth'])).started, true)
 })
@@ -154,11 +153,19 @@ t.test('cancel stops the source (its cleanup runs, its signal aborts) and reader
 t.test('a cancel through the store reaches the owner (as from another instance)', async t => {
   const store = new MemoryRunStore()
   const app = await build(t, { heartbeat: false, runs: { store } })
+  runRoutes(app, () => [])
   const source = pushable()
   const { done } = await app.eventRuns.start('remote', source)
+  source.push('a')
+  const response = await injectEventStream(app, '/runs/remote')
+  const events: ParsedEvent[] = []
+  const reading = (async () => { for await (const event of response) events.push(event) })()
+  await until(() => events.length === 1, 'the first token')
   t.equal(await store.cancel('remote'), true)
   t.equal(await done, 'cancelled')
   await source.stopped
+  await reading
+  t.same(texts(events), ['a', 'end:{"reason":"cancelled"}'], 'a reader hears of the cancel through the final event')
 })
 
 t.test('a source that throws ends the run as failed, after the onError item', async t => {
@@ -217,6 +224,11 @@ t.test('a tick of tokens is one store write', async t => {
   source.end()
   await done
   t.same(appends, [50, 1], 'fifty tokens in one write, then the final frame')
+  appends.length = 0
+  const large = Array.from({ length: 1200 }, () => 'x'.repeat(1000))
+  await (await app.eventRuns.start('large', large)).done
+  t.ok(appends.length >= 3 && appends.every(count => count <= 500), `a great tick goes in bounded writes (${appends.join()})`)
+  t.equal(appends.reduce((sum, count) => sum + count, 0), 1201)
 })
 
 t.test('maxRuns bounds the runs of an instance; bad keys and options are coded errors that keep nothing', async t => {
@@ -370,4 +382,139 @@ t.test('a reader whose run is replaced or whose store fails is closed, so its cl
   await thirdReading
   t.ok(lines.some(line => line.msg.startsWith('run store cannot deliver the run without a gap')))
   failing.end()
+})
+
+t.test('a hub store that keeps runs too (as the Redis store does) is where runs live', async t => {
+  const runStore = new MemoryRunStore()
+  const store = Object.assign(new MemoryStore(), { runStore: () => runStore })
+  const app = await build(t, { heartbeat: false, hub: { store } })
+  await (await app.eventRuns.start('shared', ['a'])).done
+  t.equal((await runStore.get('shared'))?.state, 'done')
+})
+
+t.test('an owner that cannot listen for cancels still runs, and learns of a cancel at the renewal', async t => {
+  const { logger, lines } = captureLogs('warn')
+  const store = new MemoryRunStore()
+  store.listen = async () => { throw new Error('no listening') }
+  const app = await build(t, { heartbeat: false, runs: { store, lease: 150 } }, { logger })
+  const source = pushable()
+  const { done } = await app.eventRuns.start('deaf', source)
+  t.equal(await store.cancel('deaf'), true)
+  t.equal(await done, 'cancelled')
+  t.ok(lines.some(line => line.msg === 'run store could not listen for cancels; relying on the lease renewal'))
+})
+
+t.test('a write retried while the renewal finds the run lost stops retrying', async t => {
+  const { logger } = captureLogs('warn')
+  const store = new MemoryRunStore()
+  const app = await build(t, { heartbeat: false, runs: { store, lease: 600 } }, { logger })
+  const source = pushable()
+  const { done } = await app.eventRuns.start('gone', source)
+  let attempts = 0
+  store.append = async () => { attempts++; throw new Error('store away') }
+  ;(store as RunStore).renew = async runs => runs.map(() => 'lost')
+  source.push('a')
+  t.equal(await done, 'lost')
+  const settled = attempts
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal(attempts, settled, 'no write after the run was lost')
+})
+
+t.test('a reader whose replay read fails is closed; one that sees a hole in live frames is closed too', async t => {
+  const { logger, lines } = captureLogs('warn')
+  const store = new MemoryRunStore()
+  const app = await build(t, { heartbeat: false, runs: { store } }, { logger })
+  runRoutes(app, () => [])
+  const source = pushable()
+  await app.eventRuns.start('holes', source)
+  source.push('a')
+  const read = store.read.bind(store)
+  store.read = async () => { throw new Error('read failed') }
+  const failed = await injectEventStream(app, '/runs/holes')
+  for await (const event of failed) t.fail(`no event expected, got ${event.data}`)
+  t.ok(lines.some(line => line.msg === 'run store failed while a reader replayed; closing the stream'))
+  store.read = read
+  const listeners: Array<Parameters<RunStore['listen']>[1]> = []
+  const listen = store.listen.bind(store)
+  store.listen = async (key, listener) => { listeners.push(listener); return await listen(key, listener) }
+  const holed = await injectEventStream(app, '/runs/holes')
+  const events: ParsedEvent[] = []
+  const reading = (async () => { for await (const event of holed) events.push(event) })()
+  await until(() => events.length === 1 && listeners.length === 1, 'the replay')
+  const run = await store.get('holes')
+  listeners[0].frames(run?.id as string, 3, [Buffer.from('data: x\n\n')], false)
+  await reading
+  t.same(texts(events), ['a'], 'nothing after the hole')
+  t.ok(lines.some(line => line.msg.startsWith('run store cannot deliver the run without a gap')))
+  source.end()
+})
+
+t.test('a reader that replays while the run goes on gets the live frames after, once each', async t => {
+  const store = new MemoryRunStore()
+  const app = await build(t, { heartbeat: false, runs: { store } })
+  runRoutes(app, () => [])
+  const source = pushable()
+  const { done } = await app.eventRuns.start('busy-read', source)
+  source.push('a')
+  await new Promise(resolve => setTimeout(resolve, 20))
+  const read = store.read.bind(store)
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  let gated = 0
+  store.read = async (...args) => {
+    // The first read waits while the owner appends: those frames arrive live and in the page both.
+    if (gated++ === 0) await gate
+    return await read(...args)
+  }
+  const response = await injectEventStream(app, '/runs/busy-read')
+  const events: ParsedEvent[] = []
+  const reading = (async () => { for await (const event of response) events.push(event) })()
+  await until(() => gated === 1, 'the gated read')
+  source.push('b', 'c')
+  await new Promise(resolve => setTimeout(resolve, 30))
+  release()
+  await until(() => events.length === 3, 'the replay and the pending frames')
+  source.push('d')
+  source.end()
+  await reading
+  await done
+  t.same(texts(events), ['a', 'b', 'c', 'd', 'end:{"reason":"done"}'])
+})
+
+t.test('a reader whose run was replaced between get() and read(), or who left while listening began', async t => {
+  const { logger, lines } = captureLogs('info')
+  const store = new MemoryRunStore()
+  const app = await build(t, { heartbeat: false, runs: { store } }, { logger })
+  runRoutes(app, () => [])
+  await (await app.eventRuns.start('moved', ['a'])).done
+  const read = store.read.bind(store)
+  store.read = async () => null
+  const response = await injectEventStream(app, '/runs/moved')
+  for await (const event of response) t.fail(`no event expected, got ${event.data}`)
+  t.ok(lines.some(line => line.msg === 'run reader closed: the key holds another run now'))
+  store.read = read
+  const listen = store.listen.bind(store)
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  let stopped = 0
+  store.listen = async (key, listener) => {
+    await gate
+    const stop = await listen(key, listener)
+    return () => { stopped++; stop() }
+  }
+  const leaving = await injectEventStream(app, '/runs/moved')
+  await leaving.close()
+  release()
+  await until(() => stopped === 1, 'the listener removed')
+})
+
+t.test('runs close once; a source that loses the claim and is not iterable is left alone', async t => {
+  const app = await build(t, { heartbeat: false })
+  const source = pushable()
+  const { done } = await app.eventRuns.start('taken', source)
+  const lost = await app.eventRuns.start('taken', {} as never)
+  t.equal(lost.started, false)
+  await app.eventRuns.close()
+  await app.eventRuns.close()
+  t.equal(await done, 'interrupted')
 })
