@@ -150,7 +150,12 @@ export class RedisRunStore implements RunStore {
       const sub = this.#subscriber()
       const subscribing = this.#host.command(() => sub.subscribe(channel))
       this.#subscribed.set(channel, subscribing)
-      subscribing.catch(() => { if (this.#subscribed.get(channel) === subscribing) this.#forget(channel) })
+      subscribing.catch(() => {
+        if (this.#subscribed.get(channel) !== subscribing) return
+        this.#forget(channel)
+        // The SUBSCRIBE may still go out once the connection is back: nobody listens then.
+        sub.unsubscribe(channel).catch(noop)
+      })
       this.#sweeper ??= setInterval(this.#sweep, this.#leaseCheck).unref()
     }
     listeners.add(listener)
