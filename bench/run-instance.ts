@@ -55,5 +55,6 @@ app.get<{ Querystring: Query }>('/plain', (request, reply) => {
 })
 app.get('/stats', async () => app.eventRuns.stats())
 
-await app.listen({ port: 0, host: '127.0.0.1' })
+// A reconnect storm fills the default accept queue (511) on loopback: the kernel then drops SYNs, which cost a 1 s retry.
+await app.listen({ port: 0, host: '127.0.0.1', backlog: 4096 })
 process.stdout.write(`ready ${(app.server.address() as { port: number }).port}\n`)

@@ -2,10 +2,13 @@
 // second, each token stamped when it was made), read by one client each that drops its connection at random moments
 // and comes back with its last id to a random instance; beside the plain way, reply.sse() + consume() of the same
 // tokens (whose clients cannot drop: a dropped plain stream loses its answer). Every token is counted: lost,
-// duplicated, latency from the model to the reader (tokens read live; replayed ones are counted, not timed).
+// duplicated, latency from the model to the reader (tokens made once the reader's connection answered; those made
+// while it connected are caught up, counted and not timed; the connection's setup, request to headers, is timed apart).
 // Scenarios: the plain route, runs in memory (one instance), runs in Redis (two instances, one Redis of its own),
 // and runs in Redis at ten times the runs with a tenth of the tokens (the same tokens a second).
-// BENCH_RUNS=<runs> BENCH_TOKENS=<tokens> BENCH_RATE=<per second> BENCH_SCALE=<runs of the last scenario> change the sizes.
+// BENCH_RUNS=<runs> BENCH_TOKENS=<tokens> BENCH_RATE=<per second> BENCH_SCALE=<runs of the last scenario, 0 for none>
+// BENCH_DROPS=<drops per reader> change the sizes; BENCH_ONLY=memory,redis,scale picks scenarios (the plain one always
+// runs: the ratios are to it); BENCH_NODE_ARGS is passed to the instances (--cpu-prof, say).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import http from 'node:http'
 import { readFileSync } from 'node:fs'
@@ -20,12 +23,13 @@ const TOKENS = Number(process.env.BENCH_TOKENS ?? 500)
 const RATE = Number(process.env.BENCH_RATE ?? 50)
 const SCALE = Number(process.env.BENCH_SCALE ?? 10_000)
 /** Drops per reader during its run, at uniformly random moments. */
-const DROPS = 2
+const DROPS = Number(process.env.BENCH_DROPS ?? 2)
 
 interface Instance { child: ChildProcessWithoutNullStreams, port: number }
 
 async function startInstance (store: string, prefix: string): Promise<Instance> {
-  const child = spawn(process.execPath, [new URL('./run-instance.js', import.meta.url).pathname, store, prefix])
+  const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(arg => arg !== '') ?? []
+  const child = spawn(process.execPath, [...nodeArgs, new URL('./run-instance.js', import.meta.url).pathname, store, prefix])
   child.stderr.pipe(process.stderr)
   const line = await nextLine(lines(child))
   return { child, port: Number(line.split(' ')[1]) }
@@ -37,7 +41,7 @@ function rssKiB (pid: number): number {
 
 const now = (): bigint => process.hrtime.bigint() / 1000n
 
-interface Tally { received: number[], latencies: number[], reconnects: number, ended: boolean, failedConnects: number }
+interface Tally { received: number[], latencies: number[], connects: number[], reconnects: number, ended: boolean, failedConnects: number }
 
 /** One reader: POST (starts the run and reads it) or GET /plain, then on each drop a GET with its last id. */
 async function reader (instances: Instance[], key: string, plain: boolean, tally: Tally, durationMs: number): Promise<void> {
@@ -53,6 +57,10 @@ async function reader (instances: Instance[], key: string, plain: boolean, tally
       const request = http.request({ host: '127.0.0.1', port: instance.port, method, path, agent: false, headers: lastEventId === '' ? {} : { 'last-event-id': lastEventId } })
       request.on('error', () => { tally.failedConnects++; resolve() })
       request.on('response', response => {
+        // Tokens made before the answer's headers arrived are caught up: counted, not timed (the connection's own
+        // setup is timed apart, as `connect`).
+        const responded = now()
+        tally.connects.push(Number(responded - opened))
         if (response.statusCode !== 200) { response.resume(); tally.ended = true; resolve(); return }
         const parser = new EventStreamParser(event => {
           if (event.type === 'end') { tally.ended = true; return }
@@ -60,9 +68,12 @@ async function reader (instances: Instance[], key: string, plain: boolean, tally
           tally.received.push(Number(index))
           lastEventId = event.lastEventId
           const made = BigInt(stamp)
-          // Tokens made before this connection opened are replayed: counted, not timed.
-          if (made >= opened) tally.latencies.push(Number(now() - made))
-          if (plain && Number(index) === TOKENS - 1) tally.ended = true
+          if (made >= responded) tally.latencies.push(Number(now() - made))
+          // The plain stream stays open after its source ends: the reader leaves.
+          if (plain && Number(index) === TOKENS - 1) {
+            tally.ended = true
+            response.destroy()
+          }
         })
         response.setEncoding('utf8')
         response.on('data', (chunk: string) => parser.feed(chunk))
@@ -82,7 +93,7 @@ function percentile (sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
 }
 
-interface Result { name: string, runs: number, tokens: number, lost: number, duplicated: number, unfinished: number, reconnects: number, p50: number, p99: number, rssPerRun: number, redisCpuPerToken?: number, redisBytesPerRun?: number, scriptCallsPerToken?: number }
+interface Result { name: string, runs: number, tokens: number, lost: number, duplicated: number, unfinished: number, reconnects: number, p50: number, p99: number, connectP50: number, connectP99: number, rssPerRun: number, redisCpuPerToken?: number, redisBytesPerRun?: number, scriptCallsPerToken?: number }
 
 async function scenario (name: string, store: 'memory' | 'redis', count: number, tokens: number, plain: boolean, redis?: { url: string, admin: Redis }): Promise<Result> {
   const prefix = `{bench-runs-${Date.now()}}`
@@ -92,7 +103,7 @@ async function scenario (name: string, store: 'memory' | 'redis', count: number,
   const memoryBefore = redis === undefined ? 0 : Number(/used_memory:(\d+)/.exec(await redis.admin.info('memory'))?.[1])
   const callsBefore = redis === undefined ? 0 : scriptCalls(await redis.admin.info('commandstats'))
   const durationMs = tokens / RATE * 1000
-  const tallies: Tally[] = Array.from({ length: count }, () => ({ received: [], latencies: [], reconnects: 0, ended: false, failedConnects: 0 }))
+  const tallies: Tally[] = Array.from({ length: count }, () => ({ received: [], latencies: [], connects: [], reconnects: 0, ended: false, failedConnects: 0 }))
   // Readers start over the first second, as requests arrive.
   const readers = tallies.map(async (tally, i) => {
     await sleep(Math.random() * 1000)
@@ -110,6 +121,7 @@ async function scenario (name: string, store: 'memory' | 'redis', count: number,
     for (let i = 0; i < tokens; i++) if (!seen.has(i)) lost++
   }
   const latencies = tallies.flatMap(tally => tally.latencies).sort((a, b) => a - b)
+  const connects = tallies.flatMap(tally => tally.connects).sort((a, b) => a - b)
   const result: Result = {
     name,
     runs: count,
@@ -120,6 +132,8 @@ async function scenario (name: string, store: 'memory' | 'redis', count: number,
     reconnects: tallies.reduce((sum, tally) => sum + tally.reconnects, 0),
     p50: percentile(latencies, 0.5) / 1000,
     p99: percentile(latencies, 0.99) / 1000,
+    connectP50: percentile(connects, 0.5) / 1000,
+    connectP99: percentile(connects, 0.99) / 1000,
     rssPerRun: (rssMid - rssBefore) / count
   }
   if (redis !== undefined) {
@@ -128,6 +142,7 @@ async function scenario (name: string, store: 'memory' | 'redis', count: number,
     result.scriptCallsPerToken = (scriptCalls(await redis.admin.info('commandstats')) - callsBefore) / (count * tokens)
   }
   for (const instance of instances) instance.child.kill('SIGTERM')
+  console.error(`${name}: done`)
   return result
 }
 
@@ -139,19 +154,23 @@ function scriptCalls (stats: string): number {
 
 const redis = await startRedis()
 const admin = new Redis(redis.url)
-const results: Result[] = []
-results.push(await scenario('plain reply.sse() + consume()', 'memory', RUNS, TOKENS, true))
-results.push(await scenario('runs, memory store', 'memory', RUNS, TOKENS, false))
-results.push(await scenario('runs, Redis, 2 instances', 'redis', RUNS, TOKENS, false, { url: redis.url, admin }))
-results.push(await scenario(`runs, Redis, 2 instances, ${SCALE} runs`, 'redis', SCALE, Math.max(1, Math.round(TOKENS * RUNS / SCALE)), false, { url: redis.url, admin }))
+console.log(`\nRuns: ${RUNS} readers of ${TOKENS} tokens at ${RATE}/s, ${DROPS} random drops per run reader (reconnecting to a random instance)\n`)
+console.log('| scenario | runs | tokens | lost | duplicated | unfinished | reconnects | p50 ms | p99 ms | p99 vs plain | connect p50 / p99 ms | RSS KiB per run | Redis µs CPU per token | script calls per token | Redis bytes per run |')
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+let plainP99 = NaN
+function print (r: Result): void {
+  const cell = (value: number | undefined, digits = 1): string => value === undefined ? '' : value.toFixed(digits)
+  console.log(`| ${r.name} | ${r.runs} | ${r.tokens} | ${r.lost} | ${r.duplicated} | ${r.unfinished} | ${r.reconnects} | ${cell(r.p50)} | ${cell(r.p99)} | ${(r.p99 / plainP99).toFixed(2)}x | ${cell(r.connectP50)} / ${cell(r.connectP99)} | ${cell(r.rssPerRun)} | ${cell(r.redisCpuPerToken, 2)} | ${cell(r.scriptCallsPerToken, 3)} | ${cell(r.redisBytesPerRun, 0)} |`)
+}
+// BENCH_ONLY=plain,memory,redis,scale runs some of them.
+const only = process.env.BENCH_ONLY?.split(',')
+const wanted = (name: string): boolean => only === undefined || only.includes(name)
+const plain = await scenario('plain reply.sse() + consume()', 'memory', RUNS, TOKENS, true)
+plainP99 = plain.p99
+print(plain)
+if (wanted('memory')) print(await scenario('runs, memory store', 'memory', RUNS, TOKENS, false))
+if (wanted('redis')) print(await scenario('runs, Redis, 2 instances', 'redis', RUNS, TOKENS, false, { url: redis.url, admin }))
+// The same tokens a second over ten times the runs (BENCH_SCALE=0 leaves it out).
+if (SCALE > 0 && wanted('scale')) print(await scenario(`runs, Redis, 2 instances, ${SCALE} runs`, 'redis', SCALE, Math.max(1, Math.round(TOKENS * RUNS / SCALE)), false, { url: redis.url, admin }))
 admin.disconnect()
 await redis.stop()
-
-console.log(`\nRuns: ${RUNS} readers of ${TOKENS} tokens at ${RATE}/s, ${DROPS} random drops per run reader (reconnecting to a random instance)\n`)
-console.log('| scenario | runs | tokens | lost | duplicated | unfinished | reconnects | p50 ms | p99 ms | p99 vs plain | RSS KiB per run | Redis µs CPU per token | script calls per token | Redis bytes per run |')
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
-const plainP99 = results[0].p99
-for (const r of results) {
-  const cell = (value: number | undefined, digits = 1): string => value === undefined ? '' : value.toFixed(digits)
-  console.log(`| ${r.name} | ${r.runs} | ${r.tokens} | ${r.lost} | ${r.duplicated} | ${r.unfinished} | ${r.reconnects} | ${cell(r.p50)} | ${cell(r.p99)} | ${(r.p99 / plainP99).toFixed(2)}x | ${cell(r.rssPerRun)} | ${cell(r.redisCpuPerToken, 2)} | ${cell(r.scriptCallsPerToken, 3)} | ${cell(r.redisBytesPerRun, 0)} |`)
-}

@@ -174,7 +174,7 @@ function resolveHubOptions (options: HubOptions): ResolvedOptions['hub'] {
   return { store, maxPending, resyncEvent }
 }
 
-const RUN_STORE_METHODS = ['claim', 'append', 'renew', 'get', 'read', 'listen', 'cancel', 'delete', 'close'] as const
+const RUN_STORE_METHODS = ['claim', 'append', 'renew', 'get', 'read', 'listen', 'listenCancel', 'cancel', 'delete', 'close'] as const
 
 function resolveRunsOptions (options: RunsOptions, hubStore: EventStore): ResolvedOptions['runs'] {
   const { store } = options

@@ -20,6 +20,7 @@ interface MemoryRun {
 export class MemoryRunStore implements RunStore {
   readonly #runs = new Map<string, MemoryRun>()
   readonly #listeners = new Map<string, Set<RunListener>>()
+  readonly #cancels = new Map<string, Set<() => void>>()
   #closed = false
 
   async claim (key: string, claim: RunClaim): Promise<ClaimResult> {
@@ -76,17 +77,12 @@ export class MemoryRunStore implements RunStore {
 
   async listen (key: string, listener: RunListener): Promise<() => void> {
     this.#open()
-    let listeners = this.#listeners.get(key)
-    if (listeners === undefined) {
-      listeners = new Set()
-      this.#listeners.set(key, listeners)
-    }
-    listeners.add(listener)
-    return () => {
-      const current = this.#listeners.get(key)
-      if (current === undefined || !current.delete(listener) || current.size > 0) return
-      this.#listeners.delete(key)
-    }
+    return add(this.#listeners, key, listener)
+  }
+
+  async listenCancel (key: string, onCancel: () => void): Promise<() => void> {
+    this.#open()
+    return add(this.#cancels, key, onCancel)
   }
 
   async cancel (key: string): Promise<boolean> {
@@ -94,8 +90,8 @@ export class MemoryRunStore implements RunStore {
     const run = this.#runs.get(key)
     if (run === undefined || run.state !== 'running') return false
     run.cancelled = true
-    const listeners = this.#listeners.get(key)
-    if (listeners !== undefined) for (const listener of listeners) listener.cancel()
+    const cancels = this.#cancels.get(key)
+    if (cancels !== undefined) for (const onCancel of cancels) onCancel()
     return true
   }
 
@@ -113,6 +109,7 @@ export class MemoryRunStore implements RunStore {
     for (const run of this.#runs.values()) clearTimeout(run.expiry)
     this.#runs.clear()
     this.#listeners.clear()
+    this.#cancels.clear()
   }
 
   #open (): void {
@@ -122,4 +119,19 @@ export class MemoryRunStore implements RunStore {
 
 function record (run: MemoryRun): RunRecord {
   return { key: run.key, id: run.id, state: run.state, count: run.frames.length, bytes: run.bytes, protocol: run.protocol }
+}
+
+/** Adds to a key's set; returns the function that removes it (and the set once empty). */
+function add<T> (sets: Map<string, Set<T>>, key: string, item: T): () => void {
+  let set = sets.get(key)
+  if (set === undefined) {
+    set = new Set()
+    sets.set(key, set)
+  }
+  set.add(item)
+  return () => {
+    const current = sets.get(key)
+    if (current === undefined || !current.delete(item) || current.size > 0) return
+    sets.delete(key)
+  }
 }

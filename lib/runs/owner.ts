@@ -16,13 +16,19 @@ export interface OwnerSettings {
 const HELD_BYTES = 256 * 1024
 /** Frames one store write carries at most (a Lua script's arguments are bounded). */
 const MAX_BATCH_FRAMES = 500
-const ENDED = Symbol('ended')
-const noop = (): void => {}
+
+/** Owners with frames to write: once the current operation (and its promise jobs) ends, every batch is written. */
+const dirty = new Set<RunOwner>()
+function flushDirty (): void {
+  for (const owner of dirty) owner.flush()
+  dirty.clear()
+}
 
 /**
  * The instance that won a run's claim: pulls the source and appends what it yields to the store, a tick's frames in
- * one write, in order; ends the run with its final frame. Stops the source when the run is cancelled (from any
- * instance), when it crosses its byte cap, when it loses the run, and when the server shuts down.
+ * one write, one write at a time, in order; ends the run with its final frame. Stops the source when the run is
+ * cancelled (from any instance), when it crosses its byte cap, when it loses the run, and when the server shuts down.
+ * The source is pulled with callbacks, not an await per item: a token costs a frame and a few calls.
  */
 export class RunOwner {
   readonly key: string
@@ -32,14 +38,24 @@ export class RunOwner {
   done: Promise<RunEnd | 'lost'> = Promise.resolve('lost')
   readonly #settings: OwnerSettings
   readonly #controller = new AbortController()
+  #source: unknown
+  #iterator: AsyncIterator<unknown> | Iterator<unknown> | undefined
+  #onError: ((err: unknown) => unknown) | undefined
+  #resolve: ((end: RunEnd | 'lost') => void) | undefined
   /** Frames made so far, the batch included: the next frame's index is #count + 1. */
   #count = 0
   #bytes = 0
   #batch: Buffer[] = []
   #batchBytes = 0
-  #scheduled = false
-  /** The store's writes, one after the other. */
-  #writing: Promise<void> = Promise.resolve()
+  /** A store write is under way; the next waits for it. */
+  #writing = false
+  /** A next() of the source is pending, or the source waits for the store (held back). */
+  #waiting = false
+  #held = false
+  /** The source is done with: the final frame is in the batch (or the run was lost). */
+  #finished = false
+  /** How the run ends, once decided. */
+  #end: RunEnd | 'lost' | undefined
   /** Why the source must stop, when something other than the source decided it. */
   #stopReason: RunEnd | 'lost' | undefined
   /** When the store last took a write or renewal: past the lease without one, the run is no longer ours. */
@@ -58,35 +74,19 @@ export class RunOwner {
   }
 
   /** Runs the source to its end; resolves with how the run ended ('lost' when another instance ended it). */
-  async run (source: unknown, iterator: AsyncIterator<unknown> | Iterator<unknown>, onError: ((err: unknown) => unknown) | undefined): Promise<RunEnd | 'lost'> {
-    let end: RunEnd | undefined
-    let failed: unknown
-    const stopped = new Promise<typeof ENDED>(resolve => this.signal.addEventListener('abort', () => resolve(ENDED), { once: true }))
-    try {
-      while (end === undefined && this.#stopReason === undefined) {
-        const next = Promise.resolve(iterator.next())
-        next.catch(noop) // handled by the race, or comes after the run stopped
-        const result = await Promise.race([next, stopped])
-        if (result === ENDED) break
-        if (result.done === true) end = 'done'
-        else end = this.#add(result.value)
-        if (this.#batchBytes > HELD_BYTES) await this.#writing
-      }
-    } catch (err) {
-      failed = err
-      end = 'failed'
-    } finally {
-      if (end !== 'done') stopSource(source, iterator, err => this.#settings.log.error({ err, run: this.key }, 'run source failed to stop'))
-    }
-    if (end === 'failed') this.#fail(failed, onError)
-    // The loop ends with an end of its own, or because something set a stop reason.
-    return await this.#end(this.#stopReason ?? end as RunEnd)
+  run (source: unknown, iterator: AsyncIterator<unknown> | Iterator<unknown>, onError: ((err: unknown) => unknown) | undefined): Promise<RunEnd | 'lost'> {
+    this.#source = source
+    this.#iterator = iterator
+    this.#onError = onError
+    return new Promise(resolve => {
+      this.#resolve = resolve
+      this.#pull()
+    })
   }
 
   /** Stops the source; the run ends with this reason (cancelled, interrupted by a shutdown). */
   stop (reason: RunEnd): void {
-    this.#stopReason ??= reason
-    this.#controller.abort()
+    this.#stopAs(reason)
   }
 
   /** Renewal's answer for this run. */
@@ -100,18 +100,60 @@ export class RunOwner {
     return Date.now() - this.#lastContact > this.#settings.lease
   }
 
-  /** One item as a frame in the batch; 'overflow' instead when it would cross the byte cap (nothing half-written). */
-  #add (item: unknown): RunEnd | undefined {
-    const frame = itemFrame(item, this.protocol, runEventId(this.id, this.#count + 1))
-    if (this.#bytes + frame.length > this.#settings.maxBytes) return 'overflow'
-    this.#push(frame)
-    // A source that yields a great many frames in one tick still goes to the store in writes of bounded size.
-    if (this.#batch.length >= MAX_BATCH_FRAMES) this.#flush()
-    else if (!this.#scheduled) {
-      this.#scheduled = true
-      setImmediate(this.#flush)
+  /** Items as long as the source hands them over at once; a pending one resumes here when it comes. */
+  #pull (): void {
+    const iterator = this.#iterator as AsyncIterator<unknown> | Iterator<unknown>
+    while (!this.#finished) {
+      if (this.#stopReason !== undefined) return this.#finish(undefined, undefined)
+      if (this.#batchBytes > HELD_BYTES && this.#writing) {
+        this.#held = true
+        return
+      }
+      let result: IteratorResult<unknown> | PromiseLike<IteratorResult<unknown>>
+      try {
+        result = iterator.next()
+      } catch (err) {
+        return this.#finish('failed', err)
+      }
+      if (typeof (result as PromiseLike<unknown>).then === 'function') {
+        this.#waiting = true
+        ;(result as PromiseLike<IteratorResult<unknown>>).then(this.#onNext, this.#onThrow)
+        return
+      }
+      if (!this.#take(result as IteratorResult<unknown>)) return
     }
-    return undefined
+  }
+
+  readonly #onNext = (result: IteratorResult<unknown>): void => {
+    this.#waiting = false
+    if (!this.#finished && this.#take(result)) this.#pull()
+  }
+
+  readonly #onThrow = (err: unknown): void => {
+    this.#waiting = false
+    if (!this.#finished) this.#finish('failed', err)
+  }
+
+  /** One result of the source: false once the run ends with it. */
+  #take (result: IteratorResult<unknown>): boolean {
+    if (result.done === true) {
+      this.#finish('done', undefined)
+      return false
+    }
+    let frame: Buffer
+    try {
+      frame = itemFrame(result.value, this.protocol, runEventId(this.id, this.#count + 1))
+    } catch (err) {
+      this.#finish('failed', err)
+      return false
+    }
+    // Past the byte cap the run ends instead: nothing half-written.
+    if (this.#bytes + frame.length > this.#settings.maxBytes) {
+      this.#finish('overflow', undefined)
+      return false
+    }
+    this.#push(frame)
+    return true
   }
 
   #push (frame: Buffer): void {
@@ -119,35 +161,71 @@ export class RunOwner {
     this.#bytes += frame.length
     this.#batch.push(frame)
     this.#batchBytes += frame.length
+    if (dirty.size === 0) process.nextTick(flushDirty)
+    dirty.add(this)
   }
 
-  #fail (err: unknown, onError: ((err: unknown) => unknown) | undefined): void {
+  /** The source is done with: stopped unless it ran out, the final frame batched, the run's promise settled once written. */
+  #finish (end: RunEnd | undefined, err: unknown): void {
+    // Called once: every caller checks #finished, or (#stopAs) a flag that only an unfinished run has.
+    this.#finished = true
+    this.#waiting = false
+    this.#held = false
+    if (end !== 'done') stopSource(this.#source, this.#iterator as Iterator<unknown>, failure => this.#settings.log.error({ err: failure, run: this.key }, 'run source failed to stop'))
+    if (end === 'failed') this.#fail(err)
+    // A stop reason wins: the loop ends with an end of its own only when nothing else decided.
+    this.#end = this.#stopReason ?? end as RunEnd
+    if (this.#end !== 'lost') this.#push(finalFrame(this.protocol, this.#end, runEventId(this.id, this.#count + 1)))
+    this.#settle()
+  }
+
+  #fail (err: unknown): void {
     this.#settings.log.error({ err, run: this.key }, 'run source failed; ending the run')
     try {
-      const item = onError?.(err)
+      const item = this.#onError?.(err)
       if (item !== undefined) this.#push(itemFrame(item, this.protocol, runEventId(this.id, this.#count + 1)))
     } catch (failure) {
       this.#settings.log.error({ err: failure, run: this.key }, 'run onError failed')
     }
   }
 
-  /** The final frame goes with whatever waits; resolves once the store has it (or the run was lost). */
-  async #end (end: RunEnd | 'lost'): Promise<RunEnd | 'lost'> {
-    if (end !== 'lost') this.#push(finalFrame(this.protocol, end, runEventId(this.id, this.#count + 1)))
-    this.#flush(end === 'lost' ? undefined : end)
-    await this.#writing
+  #stopAs (reason: RunEnd | 'lost'): void {
+    this.#stopReason ??= reason
     this.#controller.abort()
-    return this.#stopReason === 'lost' ? 'lost' : end
+    // A source that waits (for its next item, or for the store) is not waited for.
+    if (this.#waiting || this.#held) this.#finish(undefined, undefined)
   }
 
-  readonly #flush = (end?: RunEnd): void => {
-    this.#scheduled = false
-    if (this.#batch.length === 0 || this.#stopReason === 'lost') return
-    const frames = this.#batch
-    const first = this.#count - frames.length + 1
-    this.#batch = []
-    this.#batchBytes = 0
-    this.#writing = this.#writing.then(() => this.#append(first, frames, end))
+  /** Writes the batch unless a write is under way (its end writes the rest); at most MAX_BATCH_FRAMES at a time. */
+  flush (): void {
+    if (this.#writing || this.#batch.length === 0 || this.#stopReason === 'lost') return
+    const frames = this.#batch.length > MAX_BATCH_FRAMES ? this.#batch.splice(0, MAX_BATCH_FRAMES) : this.#batch
+    if (frames === this.#batch) this.#batch = []
+    for (const frame of frames) this.#batchBytes -= frame.length
+    const first = this.#count - this.#batch.length - frames.length + 1
+    // The write that carries the final frame ends the run in the store.
+    const end = this.#finished && this.#batch.length === 0 && this.#end !== 'lost' ? this.#end : undefined
+    this.#writing = true
+    this.#append(first, frames, end).then(this.#written, this.#written)
+  }
+
+  readonly #written = (): void => {
+    this.#writing = false
+    this.flush()
+    if (this.#held && !this.#writing) {
+      this.#held = false
+      this.#pull()
+    }
+    this.#settle()
+  }
+
+  /** Once the source is done with and every frame written (or the run lost), the run's promise resolves. */
+  #settle (): void {
+    if (!this.#finished || this.#writing || (this.#batch.length > 0 && this.#stopReason !== 'lost')) return
+    this.#controller.abort()
+    const resolve = this.#resolve
+    this.#resolve = undefined
+    resolve?.(this.#stopReason === 'lost' ? 'lost' : this.#end as RunEnd)
   }
 
   /** One append, retried while the store fails, for up to a lease: then the run is lost (others may have ended it). */
@@ -172,10 +250,7 @@ export class RunOwner {
   }
 
   #answer (result: RunWriteResult): void {
-    if (result === 'cancelled') this.stop('cancelled')
-    else if (result === 'lost') {
-      this.#stopReason = 'lost'
-      this.#controller.abort()
-    }
+    if (result === 'cancelled') this.#stopAs('cancelled')
+    else if (result === 'lost') this.#stopAs('lost')
   }
 }

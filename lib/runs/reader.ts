@@ -68,8 +68,6 @@ export class RunReader implements RunListener {
     else this.#write(first, frames, ended)
   }
 
-  cancel (): void {}
-
   fail (err: Error): void {
     this.#log.warn({ err, run: this.#key }, 'run store cannot deliver the run without a gap; closing the reader (its client resumes)')
     this.#stream.close()

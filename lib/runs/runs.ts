@@ -200,7 +200,7 @@ export class EventRuns {
   async #drive (owner: RunOwner, source: RunSource | RunFactory, onError: StartOptions['onError']): Promise<RunEnd | 'lost'> {
     let stopListening = noop
     try {
-      stopListening = await this.#settings.store.listen(owner.key, { frames: noop, cancel: () => owner.stop('cancelled'), fail: noop })
+      stopListening = await this.#settings.store.listenCancel(owner.key, () => owner.stop('cancelled'))
     } catch (err) {
       // Cancels still arrive with the next renewal.
       this.#settings.log.warn({ err, run: owner.key }, 'run store could not listen for cancels; relying on the lease renewal')

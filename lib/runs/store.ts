@@ -57,8 +57,6 @@ export interface RunPage {
 export interface RunListener {
   /** Frames `first` to `first + frames.length - 1` of the run `id`; `ended` when the last one is its final frame. */
   frames: (id: string, first: number, frames: readonly Buffer[], ended: boolean) => void
-  /** Someone asked to cancel the run: its owner stops the source. */
-  cancel: () => void
   /** The store can no longer tell this listener everything (its connection dropped): it must read again or give up. */
   fail: (err: Error) => void
 }
@@ -84,6 +82,8 @@ export interface RunStore {
   read (key: string, id: string, after: number, limit: number): Promise<RunPage | null>
   /** Starts telling the listener about the run's new frames; resolves once every later append reaches it. */
   listen (key: string, listener: RunListener): Promise<() => void>
+  /** Tells the run's owner when someone asks to cancel it (on any instance); resolves once every later cancel reaches it. */
+  listenCancel (key: string, onCancel: () => void): Promise<() => void>
   /** Asks the owner of a running run to stop it; false when the key holds no running run. */
   cancel (key: string): Promise<boolean>
   /** Forgets a run that ended; false when there is none. A running one is not deleted: cancel it first. */

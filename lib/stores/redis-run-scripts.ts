@@ -5,8 +5,9 @@
 //                          lease: ms until which the owner's claim holds, ttl: ms an ended run is kept, cancel: '1' once
 //                          asked, ib and ia: the final frame of an interrupted run before and after its id line }
 //       <prefix>:rf:<key>  list: the run's frames, frame i at list index i - 1
-// Channel: <prefix>:r:<key> (the hash's name): "f\n<id>\n<first>\n<ended 0|1>\n<byte length,…>\n<frames>" for each
-// append, "c" for a cancel. Indices are dense, so a reader knows from the first index alone whether it missed one.
+// Channels: <prefix>:r:<key> (the hash's name): "f\n<id>\n<first>\n<ended 0|1>\n<byte length,…>\n<frames>" for each
+// append, for the readers; <prefix>:rx:<key>: "c" for a cancel, for the owner. Indices are dense, so a reader knows
+// from the first index alone whether it missed one.
 
 const COMMON = `
 local function fmt (n) return string.format('%.0f', n) end
@@ -139,11 +140,11 @@ local after = tonumber(ARGV[2])
 return { h[2], h[3], redis.call('LRANGE', KEYS[2], after, after + tonumber(ARGV[3]) - 1) }
 `
 
-/** KEYS: hash. Returns 1 when the run was running (its owner is told on the channel), else 0. */
+/** KEYS: hash. ARGV: the cancel channel. Returns 1 when the run was running (its owner is told on the channel), else 0. */
 export const CANCEL = `
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'cancel', '1')
-redis.call('PUBLISH', KEYS[1], 'c')
+redis.call('PUBLISH', ARGV[1], 'c')
 return 1
 `
 

@@ -17,10 +17,11 @@ export interface RunHost {
 
 export interface RedisRunStoreSettings {
   /**
-   * Milliseconds between the checks, on every instance with readers of a run, that its owner's lease holds (default
-   * 1000): an owner killed mid-run leaves its readers the final `interrupted` event within the lease plus this.
+   * Milliseconds between the checks, on every instance with readers of a run, that its owner's lease holds (the
+   * Redis store's `leaseCheck`): an owner killed mid-run leaves its readers the final `interrupted` event within the
+   * lease plus this.
    */
-  leaseCheck?: number
+  leaseCheck: number
 }
 
 /** Runs one append script call carries at most, and frames one run's append carries at most. */
@@ -68,13 +69,16 @@ interface PendingAppend {
 /**
  * Runs in Redis, beside the Redis store's topics (`store.runStore()`): a hash and a list per run, appends of a tick
  * sent as one script call for all the runs of the instance, live frames over one channel per run read by one
- * subscriber connection per instance (opened on first use). A dropped subscriber connection fails the listeners
- * (readers close, and their clients resume from their last id); owners learn of cancels at the next renewal then.
+ * subscriber connection per instance (opened on first use), and a cancel channel per run that its owner listens
+ * to. A dropped subscriber connection fails the readers (they close, and their clients resume from their last id);
+ * owners learn of cancels at the next renewal then.
  */
 export class RedisRunStore implements RunStore {
   readonly #host: RunHost
   readonly #leaseCheck: number
-  readonly #listeners = new Map<string, Set<RunListener>>()
+  /** Listeners of each run's frames channel (readers), and of each run's cancel channel (owners). */
+  readonly #frames = new Map<string, Set<RunListener>>()
+  readonly #cancels = new Map<string, Set<() => void>>()
   /** The SUBSCRIBE of each listened channel, shared by its listeners. */
   readonly #subscribed = new Map<string, Promise<unknown>>()
   #sub: Redis | undefined
@@ -82,9 +86,9 @@ export class RedisRunStore implements RunStore {
   #sweeper: NodeJS.Timeout | undefined
   #closed = false
 
-  constructor (host: RunHost, settings: RedisRunStoreSettings = {}) {
+  constructor (host: RunHost, settings: RedisRunStoreSettings) {
     this.#host = host
-    this.#leaseCheck = settings.leaseCheck ?? 1000
+    this.#leaseCheck = settings.leaseCheck
   }
 
   async claim (key: string, claim: RunClaim): Promise<ClaimResult> {
@@ -141,22 +145,32 @@ export class RedisRunStore implements RunStore {
   }
 
   async listen (key: string, listener: RunListener): Promise<() => void> {
+    const stop = await this.#listenOn(this.#frames, this.#hash(key), listener)
+    this.#sweeper ??= setInterval(this.#sweep, this.#leaseCheck).unref()
+    return stop
+  }
+
+  /** Cancels go on a channel of their own, so that an owner is not sent its run's frames. */
+  async listenCancel (key: string, onCancel: () => void): Promise<() => void> {
+    return await this.#listenOn(this.#cancels, this.#cancelChannel(key), onCancel)
+  }
+
+  /** Adds a listener to a channel, subscribing it on first use; resolves once the SUBSCRIBE was answered. */
+  async #listenOn<L> (channels: Map<string, Set<L>>, channel: string, listener: L): Promise<() => void> {
     this.#open()
-    const channel = this.#hash(key)
-    let listeners = this.#listeners.get(channel)
+    let listeners = channels.get(channel)
     if (listeners === undefined) {
       listeners = new Set()
-      this.#listeners.set(channel, listeners)
+      channels.set(channel, listeners)
       const sub = this.#subscriber()
       const subscribing = this.#host.command(() => sub.subscribe(channel))
       this.#subscribed.set(channel, subscribing)
+      // Its listeners wait for it, so none has left when it fails: the channel is forgotten with them.
       subscribing.catch(() => {
-        if (this.#subscribed.get(channel) !== subscribing) return
-        this.#forget(channel)
+        this.#forget(channels, channel)
         // The SUBSCRIBE may still go out once the connection is back: nobody listens then.
         sub.unsubscribe(channel).catch(noop)
       })
-      this.#sweeper ??= setInterval(this.#sweep, this.#leaseCheck).unref()
     }
     listeners.add(listener)
     try {
@@ -166,15 +180,15 @@ export class RedisRunStore implements RunStore {
       throw err
     }
     return () => {
-      const current = this.#listeners.get(channel)
+      const current = channels.get(channel)
       if (current === undefined || !current.delete(listener) || current.size > 0) return
-      this.#forget(channel)
+      this.#forget(channels, channel)
       this.#sub?.unsubscribe(channel).catch(noop)
     }
   }
 
   async cancel (key: string): Promise<boolean> {
-    return Number(await this.#run(scripts.cancel, [this.#hash(key)], [])) === 1
+    return Number(await this.#run(scripts.cancel, [this.#hash(key)], [this.#cancelChannel(key)])) === 1
   }
 
   async delete (key: string): Promise<boolean> {
@@ -190,6 +204,7 @@ export class RedisRunStore implements RunStore {
   }
 
   #hash (key: string): string { return `${this.#host.prefix}:r:${key}` }
+  #cancelChannel (key: string): string { return `${this.#host.prefix}:rx:${key}` }
   #keys (key: string): string[] { return [this.#hash(key), `${this.#host.prefix}:rf:${key}`] }
 
   #open (): void {
@@ -201,10 +216,10 @@ export class RedisRunStore implements RunStore {
     return await this.#host.command(() => script.run(this.#host.client, keys, args))
   }
 
-  #forget (channel: string): void {
-    this.#listeners.delete(channel)
+  #forget (channels: Map<string, Set<unknown>>, channel: string): void {
+    channels.delete(channel)
     this.#subscribed.delete(channel)
-    if (this.#listeners.size === 0) {
+    if (this.#frames.size === 0) {
       clearInterval(this.#sweeper)
       this.#sweeper = undefined
     }
@@ -218,26 +233,25 @@ export class RedisRunStore implements RunStore {
     // Messages published while the connection is away are lost: every listener is told, and readers resume.
     sub.on('close', () => {
       const err = new FST_SSE_STORE_UNAVAILABLE('the run subscriber connection closed')
-      for (const listeners of this.#listeners.values()) for (const listener of Array.from(listeners)) listener.fail(err)
+      for (const listeners of this.#frames.values()) for (const listener of Array.from(listeners)) listener.fail(err)
     })
     this.#sub = sub
     return sub
   }
 
   #message (channel: string, message: Buffer): void {
-    const listeners = this.#listeners.get(channel)
+    const cancels = this.#cancels.get(channel)
+    if (cancels !== undefined) for (const onCancel of Array.from(cancels)) onCancel()
+    const listeners = this.#frames.get(channel)
     if (listeners === undefined) return
-    if (message[0] === 0x63) {
-      for (const listener of Array.from(listeners)) listener.cancel()
-      return
-    }
+    // Parsed once for every reader of the run on this instance.
     const { id, first, ended, frames } = parseFrames(message)
     for (const listener of Array.from(listeners)) listener.frames(id, first, frames, ended)
   }
 
   /** Ends the runs read here whose owner's lease ran out (their owner died, or lost Redis for longer). */
   readonly #sweep = (): void => {
-    const keys = Array.from(this.#listeners.keys(), channel => channel.slice(this.#host.prefix.length + 3))
+    const keys = Array.from(this.#frames.keys(), channel => channel.slice(this.#host.prefix.length + 3))
     for (let start = 0; start < keys.length; start += MAX_BATCH_RUNS) {
       this.#run(scripts.sweep, keys.slice(start, start + MAX_BATCH_RUNS).flatMap(key => this.#keys(key)), []).catch((err: unknown) => {
         this.#host.log.warn({ err }, 'event runs lease check failed; trying again')

@@ -219,6 +219,40 @@ t.test('Redis away: listening fails with a coded error, the lease check logs and
   await t.rejects(runs.listen('other', listener), { code: 'FST_SSE_STORE_UNAVAILABLE' })
   stop()
   await server.start()
-  const again = await runs.listen('other', listener)
-  again()
+  // The subscriber connection comes back on its own schedule: listening works again once it has.
+  let again: (() => void) | undefined
+  await until(async () => {
+    again = await runs.listen('other', listener).catch(() => undefined)
+    return again !== undefined
+  }, 'listening again')
+  again?.()
+})
+
+t.test('the run store on its own: many runs in one tick, two listeners of a run, a script error, a closed store', async t => {
+  const prefix = uniquePrefix(t)
+  const a = await instance(t, prefix)
+  const starts = await Promise.all(Array.from({ length: 300 }, async (_, i) => await a.app.eventRuns.start(`many-${i}`, [`item ${i}`])))
+  const ends = await Promise.all(starts.map(async start => await start.done))
+  t.ok(ends.every(end => end === 'done'), '300 runs appended in one tick, in more than one script call')
+  t.equal((await a.app.eventRuns.get('many-299'))?.count, 2)
+
+  const store = new RedisStore({ connection: SHARED_REDIS, prefix, leaseCheck: 100 })
+  const runs = store.runStore()
+  const run = await runs.get('many-0') as NonNullable<Awaited<ReturnType<typeof runs.get>>>
+  t.equal(await runs.read('many-0', 'another-run', 0, 10), null, 'another run of the key is not read')
+  const seen: string[] = []
+  const listener = (name: string) => ({ frames: () => { seen.push(name) }, fail: () => {} })
+  const stopFirst = await runs.listen('shared', listener('first'))
+  const stopSecond = await runs.listen('shared', listener('second'))
+  stopFirst()
+  stopFirst()
+  t.pass('a listener stopped twice, while another listens')
+  stopSecond()
+  stopSecond()
+  t.same(seen, [])
+  const redis = sharedClient(t)
+  await redis.set(`${prefix}:r:broken`, 'not a hash')
+  await t.rejects(runs.get('broken'), /WRONGTYPE/, 'a Redis error reaches the caller')
+  await store.close()
+  await t.rejects(runs.get(run.key), { code: 'FST_SSE_RUNS_CLOSED' })
 })

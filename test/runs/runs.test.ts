@@ -376,9 +376,8 @@ t.test('a reader whose run is replaced or whose store fails is closed, so its cl
   await app.eventRuns.start('fails', failing)
   const third = await injectEventStream(app, '/runs/fails')
   const thirdReading = (async () => { for await (const event of third) t.ok(event) })()
-  // The owner listens for cancels, then the reader.
-  await until(() => listeners.length === 3, 'listening')
-  listeners[2].fail(new Error('connection lost'))
+  await until(() => listeners.length === 2, 'listening')
+  listeners[1].fail(new Error('connection lost'))
   await thirdReading
   t.ok(lines.some(line => line.msg.startsWith('run store cannot deliver the run without a gap')))
   failing.end()
@@ -395,7 +394,7 @@ t.test('a hub store that keeps runs too (as the Redis store does) is where runs 
 t.test('an owner that cannot listen for cancels still runs, and learns of a cancel at the renewal', async t => {
   const { logger, lines } = captureLogs('warn')
   const store = new MemoryRunStore()
-  store.listen = async () => { throw new Error('no listening') }
+  store.listenCancel = async () => { throw new Error('no listening') }
   const app = await build(t, { heartbeat: false, runs: { store, lease: 150 } }, { logger })
   const source = pushable()
   const { done } = await app.eventRuns.start('deaf', source)
@@ -517,4 +516,67 @@ t.test('runs close once; a source that loses the claim and is not iterable is le
   await app.eventRuns.close()
   await app.eventRuns.close()
   t.equal(await done, 'interrupted')
+})
+
+t.test('a source faster than the store is held back past 256 KiB waiting, and resumes when the store took it', async t => {
+  const store = new MemoryRunStore()
+  const append = store.append.bind(store)
+  let release!: () => void
+  let gate = new Promise<void>(resolve => { release = resolve })
+  const appends: number[] = []
+  store.append = async (...args) => {
+    appends.push(args[3].length)
+    await gate
+    return await append(...args)
+  }
+  const app = await build(t, { heartbeat: false, runs: { store } })
+  let pulled = 0
+  async function * big (): AsyncGenerator<string> {
+    for (let i = 0; i < 8; i++) {
+      pulled++
+      yield 'x'.repeat(100 * 1024)
+      await new Promise(resolve => setImmediate(resolve))
+    }
+  }
+  const { done } = await app.eventRuns.start('held', big())
+  await until(() => pulled >= 4, 'items past the bound')
+  await new Promise(resolve => setTimeout(resolve, 30))
+  t.ok(pulled <= 5, `the source waits while the store holds the first write (${pulled} pulled)`)
+  release()
+  t.equal(await done, 'done')
+  t.equal(pulled, 8)
+  t.equal(appends.reduce((sum, count) => sum + count, 0), 9, 'every item and the final frame, in writes one after the other')
+  gate = Promise.resolve()
+
+  // A cancel while the source is held back ends the run at once.
+  gate = new Promise<void>(resolve => { release = resolve })
+  pulled = 0
+  const second = await app.eventRuns.start('held-cancel', big())
+  await until(() => pulled >= 4, 'items past the bound')
+  await app.eventRuns.cancel('held-cancel')
+  release()
+  t.equal(await second.done, 'cancelled')
+})
+
+t.test('a cancel that comes before the source was first pulled ends the run without pulling it', async t => {
+  const app = await build(t, { heartbeat: false })
+  const source = pushable()
+  const { done } = await app.eventRuns.start('early', source)
+  t.equal(await app.eventRuns.cancel('early'), true)
+  t.equal(await done, 'cancelled')
+  await source.stopped
+})
+
+t.test('a cancel during a synchronous source stops it before its next item', async t => {
+  const app = await build(t, { heartbeat: false })
+  runRoutes(app, () => [])
+  function * items (): Generator<string> {
+    yield 'a'
+    app.eventRuns.cancel('sync').catch(() => {})
+    yield 'b'
+    yield 'c'
+  }
+  const { done } = await app.eventRuns.start('sync', items())
+  t.equal(await done, 'cancelled')
+  t.same(texts((await readRun(t, app, 'sync')).events), ['a', 'b', 'end:{"reason":"cancelled"}'])
 })
