@@ -44,14 +44,17 @@ const now = (): bigint => process.hrtime.bigint() / 1000n
 interface Tally { received: number[], latencies: number[], connects: number[], reconnects: number, ended: boolean, failedConnects: number }
 
 /** One reader: POST (starts the run and reads it) or GET /plain, then on each drop a GET with its last id. */
-async function reader (instances: Instance[], key: string, plain: boolean, tally: Tally, durationMs: number): Promise<void> {
+interface Shape { tokens: number, rate: number, drops: number }
+
+async function reader (instances: Instance[], key: string, plain: boolean, tally: Tally, { tokens, rate, drops: dropCount }: Shape): Promise<void> {
   let lastEventId = ''
-  let drops = plain ? [] : Array.from({ length: DROPS }, () => Math.random() * durationMs).sort((a, b) => a - b)
+  const durationMs = tokens / rate * 1000
+  let drops = plain ? [] : Array.from({ length: dropCount }, () => Math.random() * durationMs).sort((a, b) => a - b)
   const started = Date.now()
   for (let attempt = 0; !tally.ended && attempt < 50; attempt++) {
     const instance = instances[Math.floor(Math.random() * instances.length)]
     const opened = now()
-    const path = plain ? `/plain?tokens=${TOKENS}&rate=${RATE}` : `/runs/${key}?tokens=${TOKENS}&rate=${RATE}`
+    const path = plain ? `/plain?tokens=${tokens}&rate=${rate}` : `/runs/${key}?tokens=${tokens}&rate=${rate}`
     const method = plain || attempt > 0 ? 'GET' : 'POST'
     await new Promise<void>(resolve => {
       const request = http.request({ host: '127.0.0.1', port: instance.port, method, path, agent: false, headers: lastEventId === '' ? {} : { 'last-event-id': lastEventId } })
@@ -70,7 +73,7 @@ async function reader (instances: Instance[], key: string, plain: boolean, tally
           const made = BigInt(stamp)
           if (made >= responded) tally.latencies.push(Number(now() - made))
           // The plain stream stays open after its source ends: the reader leaves.
-          if (plain && Number(index) === TOKENS - 1) {
+          if (plain && Number(index) === tokens - 1) {
             tally.ended = true
             response.destroy()
           }
@@ -95,19 +98,20 @@ function percentile (sorted: number[], p: number): number {
 
 interface Result { name: string, runs: number, tokens: number, lost: number, duplicated: number, unfinished: number, reconnects: number, p50: number, p99: number, connectP50: number, connectP99: number, rssPerRun: number, redisCpuPerToken?: number, redisBytesPerRun?: number, scriptCallsPerToken?: number }
 
-async function scenario (name: string, store: 'memory' | 'redis', count: number, tokens: number, plain: boolean, redis?: { url: string, admin: Redis }): Promise<Result> {
+async function scenario (name: string, store: 'memory' | 'redis', count: number, shape: Shape, plain: boolean, redis?: { url: string, admin: Redis }): Promise<Result> {
+  const { tokens, rate } = shape
   const prefix = `{bench-runs-${Date.now()}}`
   const instances = store === 'memory' ? [await startInstance('memory', prefix)] : [await startInstance(redis?.url as string, prefix), await startInstance(redis?.url as string, prefix)]
   const rssBefore = instances.reduce((sum, instance) => sum + rssKiB(instance.child.pid as number), 0)
   const cpuBefore = redis === undefined ? 0 : await redisCpuUs(redis.admin)
   const memoryBefore = redis === undefined ? 0 : Number(/used_memory:(\d+)/.exec(await redis.admin.info('memory'))?.[1])
   const callsBefore = redis === undefined ? 0 : scriptCalls(await redis.admin.info('commandstats'))
-  const durationMs = tokens / RATE * 1000
+  const durationMs = tokens / rate * 1000
   const tallies: Tally[] = Array.from({ length: count }, () => ({ received: [], latencies: [], connects: [], reconnects: 0, ended: false, failedConnects: 0 }))
   // Readers start over the first second, as requests arrive.
   const readers = tallies.map(async (tally, i) => {
     await sleep(Math.random() * 1000)
-    await reader(instances, `run-${i}`, plain, tally, durationMs)
+    await reader(instances, `run-${i}`, plain, tally, shape)
   })
   await sleep(durationMs / 2 + 500)
   const rssMid = instances.reduce((sum, instance) => sum + rssKiB(instance.child.pid as number), 0)
@@ -165,12 +169,15 @@ function print (r: Result): void {
 // BENCH_ONLY=plain,memory,redis,scale runs some of them.
 const only = process.env.BENCH_ONLY?.split(',')
 const wanted = (name: string): boolean => only === undefined || only.includes(name)
-const plain = await scenario('plain reply.sse() + consume()', 'memory', RUNS, TOKENS, true)
+const shape: Shape = { tokens: TOKENS, rate: RATE, drops: DROPS }
+const plain = await scenario('plain reply.sse() + consume()', 'memory', RUNS, shape, true)
 plainP99 = plain.p99
 print(plain)
-if (wanted('memory')) print(await scenario('runs, memory store', 'memory', RUNS, TOKENS, false))
-if (wanted('redis')) print(await scenario('runs, Redis, 2 instances', 'redis', RUNS, TOKENS, false, { url: redis.url, admin }))
-// The same tokens a second over ten times the runs (BENCH_SCALE=0 leaves it out).
-if (SCALE > 0 && wanted('scale')) print(await scenario(`runs, Redis, 2 instances, ${SCALE} runs`, 'redis', SCALE, Math.max(1, Math.round(TOKENS * RUNS / SCALE)), false, { url: redis.url, admin }))
+if (wanted('memory')) print(await scenario('runs, memory store', 'memory', RUNS, shape, false))
+if (wanted('redis')) print(await scenario('runs, Redis, 2 instances', 'redis', RUNS, shape, false, { url: redis.url, admin }))
+// The same tokens a second and the same length over SCALE runs (each a tenth as fast at the defaults), readers that
+// stay connected: what a run costs in memory and Redis at that count (BENCH_SCALE=0 leaves it out).
+const scaled: Shape = { tokens: Math.max(1, Math.round(TOKENS * RUNS / SCALE)), rate: RATE * RUNS / SCALE, drops: 0 }
+if (SCALE > 0 && wanted('scale')) print(await scenario(`runs, Redis, 2 instances, ${SCALE} runs, no drops`, 'redis', SCALE, scaled, false, { url: redis.url, admin }))
 admin.disconnect()
 await redis.stop()

@@ -13,6 +13,8 @@ export interface RunHost {
   /** Sends a command, failing with FST_SSE_STORE_UNAVAILABLE when Redis does not answer in time. */
   command: <T>(send: () => Promise<T>) => Promise<T>
   log: { warn: (details: object, message: string) => void }
+  /** Where the subscriber connection's errors go (the Redis store's own handler: logged as warnings). */
+  onError: (err: Error) => void
 }
 
 export interface RedisRunStoreSettings {
@@ -228,7 +230,7 @@ export class RedisRunStore implements RunStore {
   #subscriber (): Redis {
     if (this.#sub !== undefined) return this.#sub
     const sub = this.#host.client.duplicate({ maxRetriesPerRequest: null, autoResubscribe: true, enableOfflineQueue: true })
-    sub.on('error', (err: Error) => this.#host.log.warn({ err }, 'event runs Redis subscriber connection error'))
+    sub.on('error', this.#host.onError)
     sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.#message(channel.toString(), message))
     // Messages published while the connection is away are lost: every listener is told, and readers resume.
     sub.on('close', () => {

@@ -218,7 +218,8 @@ export class RedisStore implements EventStore {
       client: this.#client,
       prefix: this.#prefix,
       command: async send => await this.#command(send),
-      log: this.#log ?? { warn: noop }
+      log: this.#log ?? { warn: noop },
+      onError: this.#onError
     }, { leaseCheck: this.#leaseCheck })
     return this.#runs
   }
