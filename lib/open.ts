@@ -7,7 +7,7 @@ import { negotiateEncoding, StreamEncoder, type ResolvedCompression } from './co
 import { encodeRetry } from './encode.js'
 import { FST_SSE_INVALID_STATUS, FST_SSE_REPLY_SENT } from './errors.js'
 import type { StreamRegistry } from './registry.js'
-import { EventStream, type RawResponse } from './stream.js'
+import { EventStream, kFinish, type RawResponse } from './stream.js'
 
 export interface OpenSettings {
   maxBufferedBytes: number
@@ -57,6 +57,12 @@ export function openEventStream (reply: FastifyReply, status: number | undefined
     encoder
   })
   settings.registry.add(stream)
+  // The client left before the handler opened the stream (it awaited something first): its response will never
+  // say 'close' again, so the stream ends now instead of staying open for nobody.
+  if (raw.destroyed === true || raw.stream?.destroyed === true) {
+    stream[kFinish]()
+    return stream
+  }
   // The first write carries the headers; without one, flush them so that the client's onopen fires now.
   if (settings.retry === undefined) raw.flushHeaders()
   else raw.write(encoder === undefined ? encodeRetry(settings.retry) : encoder.encode(encodeRetry(settings.retry)))

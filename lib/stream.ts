@@ -25,8 +25,10 @@ export interface RawResponse {
   end (): unknown
   destroy (): unknown
   readonly writableLength: number
+  /** True once the response is gone (its client left before the stream opened, say). */
+  readonly destroyed?: boolean
   /** Http2ServerResponse only: the HTTP/2 stream, and through it the session. */
-  readonly stream?: { readonly session?: { close (): void } | undefined }
+  readonly stream?: { readonly session?: { close (): void } | undefined, readonly destroyed?: boolean }
   on (event: 'drain' | 'close' | 'error', listener: (...args: any[]) => void): unknown
 }
 
@@ -116,7 +118,7 @@ export interface Holder {
 }
 const kDrain = Symbol('fastify-event-stream.drain')
 const kError = Symbol('fastify-event-stream.error')
-const kFinish = Symbol('fastify-event-stream.finish')
+export const kFinish = Symbol('fastify-event-stream.finish')
 const kFlush = Symbol('fastify-event-stream.flush')
 const kResponseStream = Symbol('fastify-event-stream.response-stream')
 

@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import http from 'node:http'
 import http2 from 'node:http2'
 import t from 'tap'
 import type { EventStream } from '../index.js'
@@ -33,6 +34,33 @@ t.test('client disconnect: closed, signal aborted, stream gone from the registry
   t.equal(app.openEventStreams, 0)
   t.equal(intervals.live(), 0, 'the heartbeat timer stopped with the last stream')
   t.equal(await stream.message('after'), false)
+  await stream.close()
+})
+
+t.test('a client that left before the handler opened its stream (the handler awaited first): ended at once, not kept', async t => {
+  const app = await build(t, { heartbeat: 20 })
+  const intervals = trackIntervals(t)
+  let left!: () => void
+  const gone = new Promise<void>(resolve => { left = resolve })
+  let handling = false
+  const opened = new Promise<EventStream>(resolve => {
+    app.get('/', async (request, reply) => {
+      handling = true
+      request.raw.on('close', left)
+      await gone
+      resolve(reply.sse())
+    })
+  })
+  const request = http.get(`${await listen(app)}/`, { agent: false })
+  request.on('error', () => {})
+  await until(() => handling, 'the handler')
+  request.destroy()
+  const stream = await opened
+  t.equal(stream.closed, true)
+  t.equal(stream.signal.aborted, true)
+  t.equal(app.openEventStreams, 0, 'not left in the registry')
+  t.equal(intervals.live(), 0, 'no heartbeat timer for it')
+  t.equal(await stream.message('nobody'), false)
   await stream.close()
 })
 

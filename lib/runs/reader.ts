@@ -1,7 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { EncodedMessage } from '../encode.js'
 import type { EventStream } from '../stream.js'
-import type { RunListener, RunStore } from './store.js'
+import type { RunListener, RunPage, RunStore } from './store.js'
+
+/** Frames one replay read returns at most: a long run is read in pages, each written before the next is read. */
+export const RUN_PAGE = 512
 
 interface Held {
   readonly first: number
@@ -9,27 +12,30 @@ interface Held {
   readonly ended: boolean
 }
 
-/** Frames one replay read returns at most: a long run is read in pages, each written before the next is read. */
-export const RUN_PAGE = 512
-
 /**
  * One reader of a run: an ordinary event stream that gets the run's frames after where it stands, then the live
- * ones, with no gap and no duplicate, and closes after the final frame. Listening starts before reading, so a frame
- * appended in between arrives both ways and its index drops the copy.
+ * ones, with no gap and no duplicate, and closes after the final frame. It listens before it reads, so a frame
+ * appended in between arrives both ways and its index drops the copy; and it reads before the stream opens, so that
+ * a store that fails answers the request with an error, and the client gets its headers with what it missed.
  */
 export class RunReader implements RunListener {
-  readonly #stream: EventStream<any, any>
   readonly #store: RunStore
   readonly #key: string
   readonly #id: string
   readonly #log: FastifyBaseLogger
-  /** The index of the newest frame written to the stream. */
+  #stream: EventStream<any, any> | undefined
+  /** The index of the newest frame written to the stream (or, until it opens, read past). */
   #position: number
-  /** Live frames that arrive while the replay is written; null once live. */
+  /** The first page, read before the stream opens. */
+  #page: RunPage | undefined
+  /** Live frames that arrive before the replay is written; null once live. */
   #pending: Held[] | null = []
+  /** Why the stream must close as soon as it opens (the store failed, or the key holds another run now). */
+  #closeReason: string | undefined
+  /** Stops listening: set by prepare(), which runs first. */
+  #stop!: () => void
 
-  constructor (stream: EventStream<any, any>, store: RunStore, key: string, id: string, after: number, log: FastifyBaseLogger) {
-    this.#stream = stream
+  constructor (store: RunStore, key: string, id: string, after: number, log: FastifyBaseLogger) {
     this.#store = store
     this.#key = key
     this.#id = id
@@ -37,20 +43,38 @@ export class RunReader implements RunListener {
     this.#log = log
   }
 
-  /** Replays, then tails; resolves once live (or once the stream ended). A store failure closes the stream. */
-  async start (): Promise<void> {
-    const stream = this.#stream
+  /** Listens, then reads the first page: false when the key holds another run now. A store failure throws. */
+  async prepare (): Promise<boolean> {
+    this.#stop = await this.#store.listen(this.#key, this)
+    let page: RunPage | null
     try {
-      const stop = await this.#store.listen(this.#key, this)
-      if (stream.closed) stop()
-      else stream.signal.addEventListener('abort', stop, { once: true })
-      while (!stream.closed) {
-        const page = await this.#store.read(this.#key, this.#id, this.#position, RUN_PAGE)
-        if (page === null) return this.#gone('the key holds another run now')
+      page = await this.#store.read(this.#key, this.#id, this.#position, RUN_PAGE)
+    } catch (err) {
+      this.#stop()
+      throw err
+    }
+    if (page === null) this.#stop()
+    else this.#page = page
+    return page !== null
+  }
+
+  /** Writes the replay to the opened stream, page by page, then goes live; resolves once live (or closed). */
+  async attach (stream: EventStream<any, any>): Promise<void> {
+    this.#stream = stream
+    // A client that left while the replay was read has a stream that is closed already.
+    if (stream.closed) return this.#stop()
+    stream.signal.addEventListener('abort', this.#stop, { once: true })
+    if (this.#closeReason !== undefined) return this.#close(this.#closeReason)
+    let page = this.#page as RunPage
+    try {
+      for (;;) {
         const written = this.#write(this.#position + 1, page.frames, page.ended)
-        if (page.ended || page.frames.length < RUN_PAGE) break
+        if (page.ended || page.frames.length < RUN_PAGE || stream.closed) break
         // The next page is read once this one was handed to the socket.
         await written
+        const next = await this.#store.read(this.#key, this.#id, this.#position, RUN_PAGE)
+        if (next === null) return this.#close('the key holds another run now')
+        page = next
       }
     } catch (err) {
       this.#log.error({ err, run: this.#key }, 'run store failed while a reader replayed; closing the stream')
@@ -63,18 +87,19 @@ export class RunReader implements RunListener {
   }
 
   frames (id: string, first: number, frames: readonly Buffer[], ended: boolean): void {
-    if (id !== this.#id) return this.#gone('the key holds another run now')
-    if (this.#pending !== null) this.#pending.push({ first, frames, ended })
+    if (id !== this.#id) this.#close('the key holds another run now')
+    else if (this.#pending !== null) this.#pending.push({ first, frames, ended })
     else this.#write(first, frames, ended)
   }
 
   fail (err: Error): void {
     this.#log.warn({ err, run: this.#key }, 'run store cannot deliver the run without a gap; closing the reader (its client resumes)')
-    this.#stream.close()
+    this.#close('the store failed')
   }
 
   /** Writes the frames this reader lacks; closes after the final one. */
   #write (first: number, frames: readonly Buffer[], ended: boolean): Promise<boolean> {
+    const stream = this.#stream as EventStream<any, any>
     let written: Promise<boolean> = WRITTEN
     for (let i = 0; i < frames.length; i++) {
       const index = first + i
@@ -85,13 +110,18 @@ export class RunReader implements RunListener {
         return written
       }
       this.#position = index
-      written = this.#stream.write(frames[i] as EncodedMessage)
+      written = stream.write(frames[i] as EncodedMessage)
     }
-    if (ended && first + frames.length - 1 <= this.#position) this.#stream.close()
+    if (ended && first + frames.length - 1 <= this.#position) stream.close()
     return written
   }
 
-  #gone (why: string): void {
+  /** Closes the stream, or has it closed as soon as it opens. */
+  #close (why: string): void {
+    if (this.#stream === undefined) {
+      this.#closeReason ??= why
+      return
+    }
     this.#log.info({ run: this.#key }, `run reader closed: ${why}`)
     this.#stream.close()
   }

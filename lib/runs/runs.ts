@@ -2,7 +2,9 @@ import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { LAST_EVENT_ID_HEADER } from '../constants.js'
-import { FST_SSE_INVALID_OPTION, FST_SSE_RUN_ACTIVE, FST_SSE_RUN_ENDED, FST_SSE_RUN_LIMIT, FST_SSE_RUNS_CLOSED } from '../errors.js'
+import {
+  FST_SSE_INVALID_OPTION, FST_SSE_RUN_ACTIVE, FST_SSE_RUN_ENDED, FST_SSE_RUN_LIMIT, FST_SSE_RUNS_CLOSED, FST_SSE_STORE_UNAVAILABLE
+} from '../errors.js'
 import { iterate, stopSource } from '../source.js'
 import type { EventStream } from '../stream.js'
 import { AI_SDK_HEADER, AI_SDK_HEADER_VALUE, finalParts, resumeIndex } from './frames.js'
@@ -110,22 +112,33 @@ export class EventRuns {
 
   /**
    * Answers a reader of a run: 204 when the key holds no run (or the reader has its final event already), else an
-   * event stream of what it missed, then the live tail, closed after the final event. Resolves once it is live.
+   * event stream of what it missed, then the live tail, closed after the final event. Resolves once it is live. The
+   * stream opens once the first page of what it missed was read: a store that fails answers with its error (503).
    */
   async read (reply: FastifyReply, key: string, options: ReadOptions = {}): Promise<void> {
     checkRunKey(key)
     if (this.#closed) throw new FST_SSE_RUNS_CLOSED()
-    const run = await this.#settings.store.get(key)
-    const after = run === null ? 0 : resumeIndex(options.lastEventId ?? this.#lastEventId(reply), run.id, run.count)
-    if (run === null || (run.state !== 'running' && after >= run.count)) {
-      await reply.code(204).send()
-      return
+    for (let attempt = 1; ; attempt++) {
+      const run = await this.#settings.store.get(key)
+      const after = run === null ? 0 : resumeIndex(options.lastEventId ?? this.#lastEventId(reply), run.id, run.count)
+      if (run === null || (run.state !== 'running' && after >= run.count)) {
+        await reply.code(204).send()
+        return
+      }
+      const reader = new RunReader(this.#settings.store, key, run.id, after, reply.log)
+      if (await reader.prepare()) {
+        if (run.protocol === 'ai-sdk') reply.header(AI_SDK_HEADER, AI_SDK_HEADER_VALUE)
+        const stream = (reply as StreamReply).sse(200)
+        if (!stream.closed) {
+          this.#readers++
+          stream.signal.addEventListener('abort', () => { this.#readers-- }, { once: true })
+        }
+        await reader.attach(stream)
+        return
+      }
+      // The key was started again between the two reads: read the run it holds now.
+      if (attempt === MAX_READ_ATTEMPTS) throw new FST_SSE_STORE_UNAVAILABLE(`the run of ${key} was replaced ${attempt} times while it was read`)
     }
-    if (run.protocol === 'ai-sdk') reply.header(AI_SDK_HEADER, AI_SDK_HEADER_VALUE)
-    const stream = (reply as StreamReply).sse(200)
-    this.#readers++
-    stream.signal.addEventListener('abort', () => { this.#readers-- }, { once: true })
-    await new RunReader(stream, this.#settings.store, key, run.id, after, reply.log).start()
   }
 
   /** start(), then read() from the start: the route that starts a run (a chat's POST) streams it too. */
@@ -240,6 +253,8 @@ export class EventRuns {
   }
 }
 
+/** A reader whose run is replaced under it this many times in a row gives up (503). */
+const MAX_READ_ATTEMPTS = 3
 /** A shutdown waits this long at most for its runs' final events to be stored. */
 const CLOSE_WAIT_MS = 5000
 const noop = (): void => {}

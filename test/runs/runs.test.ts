@@ -3,7 +3,8 @@ import {
   FST_SSE_INVALID_OPTION, FST_SSE_INVALID_RUN_KEY, FST_SSE_RUN_ACTIVE, FST_SSE_RUN_ENDED, FST_SSE_RUN_LIMIT, FST_SSE_RUNS_CLOSED,
   MemoryRunStore, MemoryStore, injectEventStream, type ParsedEvent, type RunStore
 } from '../../index.js'
-import { build, captureLogs, tick, until } from '../helpers.js'
+import http from 'node:http'
+import { build, captureLogs, listen, tick, until } from '../helpers.js'
 import { pushable, readRun, runRoutes, type Pushable } from './helpers.js'
 
 const texts = (events: ParsedEvent[]): string[] => events.map(event => event.type === 'message' ? event.data : `${event.type}:${event.data}`)
@@ -429,9 +430,9 @@ t.test('a reader whose replay read fails is closed; one that sees a hole in live
   source.push('a')
   const read = store.read.bind(store)
   store.read = async () => { throw new Error('read failed') }
-  const failed = await injectEventStream(app, '/runs/holes')
-  for await (const event of failed) t.fail(`no event expected, got ${event.data}`)
-  t.ok(lines.some(line => line.msg === 'run store failed while a reader replayed; closing the stream'))
+  const failed = await app.inject('/runs/holes')
+  t.equal(failed.statusCode, 500, 'a store that fails before the stream opens answers with its error')
+  t.equal(failed.headers['content-type'], 'application/json; charset=utf-8')
   store.read = read
   const listeners: Array<Parameters<RunStore['listen']>[1]> = []
   const listen = store.listen.bind(store)
@@ -465,13 +466,15 @@ t.test('a reader that replays while the run goes on gets the live frames after, 
     if (gated++ === 0) await gate
     return await read(...args)
   }
-  const response = await injectEventStream(app, '/runs/busy-read')
-  const events: ParsedEvent[] = []
-  const reading = (async () => { for await (const event of response) events.push(event) })()
+  // The stream opens once the first read answered: the request waits for it.
+  const opening = injectEventStream(app, '/runs/busy-read')
   await until(() => gated === 1, 'the gated read')
   source.push('b', 'c')
   await new Promise(resolve => setTimeout(resolve, 30))
   release()
+  const response = await opening
+  const events: ParsedEvent[] = []
+  const reading = (async () => { for await (const event of response) events.push(event) })()
   await until(() => events.length === 3, 'the replay and the pending frames')
   source.push('d')
   source.end()
@@ -481,30 +484,39 @@ t.test('a reader that replays while the run goes on gets the live frames after, 
 })
 
 t.test('a reader whose run was replaced between get() and read(), or who left while listening began', async t => {
-  const { logger, lines } = captureLogs('info')
   const store = new MemoryRunStore()
-  const app = await build(t, { heartbeat: false, runs: { store } }, { logger })
+  const app = await build(t, { heartbeat: false, runs: { store } })
   runRoutes(app, () => [])
   await (await app.eventRuns.start('moved', ['a'])).done
   const read = store.read.bind(store)
   store.read = async () => null
-  const response = await injectEventStream(app, '/runs/moved')
-  for await (const event of response) t.fail(`no event expected, got ${event.data}`)
-  t.ok(lines.some(line => line.msg === 'run reader closed: the key holds another run now'))
+  const response = await app.inject('/runs/moved')
+  t.equal(response.statusCode, 503, 'a key replaced under every read gives up')
+  t.equal(response.json().code, 'FST_SSE_STORE_UNAVAILABLE')
+  let nulls = 1
+  store.read = async (...args) => nulls-- > 0 ? null : await read(...args)
+  t.same(texts((await readRun(t, app, 'moved')).events), ['a', 'end:{"reason":"done"}'], 'replaced once: the run the key holds now is read')
   store.read = read
-  const listen = store.listen.bind(store)
+  const listenOnce = store.listen.bind(store)
   let release!: () => void
   const gate = new Promise<void>(resolve => { release = resolve })
   let stopped = 0
   store.listen = async (key, listener) => {
     await gate
-    const stop = await listen(key, listener)
+    const stop = await listenOnce(key, listener)
     return () => { stopped++; stop() }
   }
-  const leaving = await injectEventStream(app, '/runs/moved')
-  await leaving.close()
+  let listening = false
+  const listenGated = store.listen
+  store.listen = async (key, listener) => { listening = true; return await listenGated(key, listener) }
+  const request = http.get(`${await listen(app)}/runs/moved`, { agent: false })
+  request.on('error', () => {})
+  await until(() => listening, 'the reader listening')
+  request.destroy()
+  await new Promise(resolve => setTimeout(resolve, 20))
   release()
   await until(() => stopped === 1, 'the listener removed')
+  t.equal(app.eventRuns.stats().readers, 0)
 })
 
 t.test('runs close once; a source that loses the claim and is not iterable is left alone', async t => {
@@ -579,4 +591,37 @@ t.test('a cancel during a synchronous source stops it before its next item', asy
   const { done } = await app.eventRuns.start('sync', items())
   t.equal(await done, 'cancelled')
   t.same(texts((await readRun(t, app, 'sync')).events), ['a', 'b', 'end:{"reason":"cancelled"}'])
+})
+
+t.test('a later page that fails or finds another run closes the stream; news of either before the stream opens closes it at once', async t => {
+  const { logger, lines } = captureLogs('info')
+  const store = new MemoryRunStore()
+  const app = await build(t, { heartbeat: false, runs: { store } }, { logger })
+  runRoutes(app, () => [])
+  await (await app.eventRuns.start('pages', Array.from({ length: 600 }, (_, i) => `t${i}`))).done
+  const read = store.read.bind(store)
+  for (const [second, message] of [
+    [async () => { throw new Error('second page failed') }, 'run store failed while a reader replayed; closing the stream'],
+    [async () => null, 'run reader closed: the key holds another run now']
+  ] as const) {
+    let calls = 0
+    store.read = async (...args) => calls++ === 0 ? await read(...args) : await second()
+    const { events } = await readRun(t, app, 'pages')
+    t.equal(events.length, 512, 'the first page, then the stream closes')
+    t.ok(lines.some(line => line.msg === message), message)
+  }
+  const listen = store.listen.bind(store)
+  for (const [news, message] of [
+    [(listener: Parameters<RunStore['listen']>[1]) => listener.fail(new Error('gone')), 'run reader closed: the store failed'],
+    [(listener: Parameters<RunStore['listen']>[1]) => listener.frames('another', 1, [], false), 'run reader closed: the key holds another run now']
+  ] as const) {
+    let heard: Parameters<RunStore['listen']>[1] | undefined
+    store.listen = async (key, listener) => { heard = listener; return await listen(key, listener) }
+    store.read = async (...args) => { news(heard as Parameters<RunStore['listen']>[1]); return await read(...args) }
+    const before = lines.length
+    const { status, events } = await readRun(t, app, 'pages')
+    t.equal(status, 200)
+    t.equal(events.length, 0, 'closed as it opened')
+    t.ok(lines.slice(before).some(line => line.msg === message), message)
+  }
 })
