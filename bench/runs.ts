@@ -7,7 +7,7 @@
 // Scenarios: the plain route, runs in memory (one instance), runs in Redis (two instances, one Redis of its own),
 // and runs in Redis at ten times the runs with a tenth of the tokens (the same tokens a second).
 // BENCH_RUNS=<runs> BENCH_TOKENS=<tokens> BENCH_RATE=<per second> BENCH_SCALE=<runs of the last scenario, 0 for none>
-// BENCH_DROPS=<drops per reader> change the sizes; BENCH_ONLY=memory,redis,scale picks scenarios (the plain one always
+// BENCH_DROPS=<drops per reader> BENCH_INSTANCES=<instances on the Redis> change the sizes; BENCH_ONLY=memory,redis,scale picks scenarios (the plain one always
 // runs: the ratios are to it); BENCH_NODE_ARGS is passed to the instances (--cpu-prof, say).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import http from 'node:http'
@@ -24,6 +24,8 @@ const RATE = Number(process.env.BENCH_RATE ?? 50)
 const SCALE = Number(process.env.BENCH_SCALE ?? 10_000)
 /** Drops per reader during its run, at uniformly random moments. */
 const DROPS = Number(process.env.BENCH_DROPS ?? 2)
+/** Instances sharing the Redis of the Redis scenarios. */
+const REDIS_INSTANCES = Number(process.env.BENCH_INSTANCES ?? 2)
 
 interface Instance { child: ChildProcessWithoutNullStreams, port: number }
 
@@ -101,7 +103,9 @@ interface Result { name: string, runs: number, tokens: number, lost: number, dup
 async function scenario (name: string, store: 'memory' | 'redis', count: number, shape: Shape, plain: boolean, redis?: { url: string, admin: Redis }): Promise<Result> {
   const { tokens, rate } = shape
   const prefix = `{bench-runs-${Date.now()}}`
-  const instances = store === 'memory' ? [await startInstance('memory', prefix)] : [await startInstance(redis?.url as string, prefix), await startInstance(redis?.url as string, prefix)]
+  const instanceCount = store === 'memory' ? 1 : REDIS_INSTANCES
+  const instances: Instance[] = []
+  for (let i = 0; i < instanceCount; i++) instances.push(await startInstance(store === 'memory' ? 'memory' : redis?.url as string, prefix))
   const rssBefore = instances.reduce((sum, instance) => sum + rssKiB(instance.child.pid as number), 0)
   const cpuBefore = redis === undefined ? 0 : await redisCpuUs(redis.admin)
   const memoryBefore = redis === undefined ? 0 : Number(/used_memory:(\d+)/.exec(await redis.admin.info('memory'))?.[1])
@@ -174,10 +178,10 @@ const plain = await scenario('plain reply.sse() + consume()', 'memory', RUNS, sh
 plainP99 = plain.p99
 print(plain)
 if (wanted('memory')) print(await scenario('runs, memory store', 'memory', RUNS, shape, false))
-if (wanted('redis')) print(await scenario('runs, Redis, 2 instances', 'redis', RUNS, shape, false, { url: redis.url, admin }))
+if (wanted('redis')) print(await scenario(`runs, Redis, ${REDIS_INSTANCES} instance${REDIS_INSTANCES === 1 ? '' : 's'}`, 'redis', RUNS, shape, false, { url: redis.url, admin }))
 // The same tokens a second and the same length over SCALE runs (each a tenth as fast at the defaults), readers that
 // stay connected: what a run costs in memory and Redis at that count (BENCH_SCALE=0 leaves it out).
 const scaled: Shape = { tokens: Math.max(1, Math.round(TOKENS * RUNS / SCALE)), rate: RATE * RUNS / SCALE, drops: 0 }
-if (SCALE > 0 && wanted('scale')) print(await scenario(`runs, Redis, 2 instances, ${SCALE} runs, no drops`, 'redis', SCALE, scaled, false, { url: redis.url, admin }))
+if (SCALE > 0 && wanted('scale')) print(await scenario(`runs, Redis, ${REDIS_INSTANCES} instances, ${SCALE} runs, no drops`, 'redis', SCALE, scaled, false, { url: redis.url, admin }))
 admin.disconnect()
 await redis.stop()

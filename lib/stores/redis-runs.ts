@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { FST_SSE_RUNS_CLOSED, FST_SSE_STORE_UNAVAILABLE } from '../errors.js'
 import type {
   ClaimResult, RunClaim, RunEnd, RunListener, RunPage, RunProtocol, RunRecord, RunState, RunStore, RunWriteResult
 } from '../runs/store.js'
 import { APPEND, CANCEL, CLAIM, DELETE, GET, READ, RENEW, SWEEP } from './redis-run-scripts.js'
+import { Script } from './redis-script.js'
 
 /** What the run store borrows from the Redis store: its connection, its key prefix, its bounded commands. */
 export interface RunHost {
@@ -30,35 +30,15 @@ export interface RedisRunStoreSettings {
 const MAX_BATCH_RUNS = 128
 const NL = 0x0a
 
-/** One script, sent as EVALSHA and answered in Buffers (frames are bytes); EVAL when Redis lacks it. */
-class BufferScript {
-  readonly #source: string
-  readonly #sha: string
-
-  constructor (source: string) {
-    this.#source = source
-    this.#sha = createHash('sha1').update(source).digest('hex')
-  }
-
-  async run (client: Redis, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
-    try {
-      return await client.callBuffer('evalsha', [this.#sha, keys.length, ...keys, ...args])
-    } catch (err) {
-      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err
-      return await client.callBuffer('eval', [this.#source, keys.length, ...keys, ...args])
-    }
-  }
-}
-
 const scripts = {
-  claim: new BufferScript(CLAIM),
-  append: new BufferScript(APPEND),
-  renew: new BufferScript(RENEW),
-  get: new BufferScript(GET),
-  read: new BufferScript(READ),
-  cancel: new BufferScript(CANCEL),
-  delete: new BufferScript(DELETE),
-  sweep: new BufferScript(SWEEP)
+  claim: new Script(CLAIM, { buffers: true }),
+  append: new Script(APPEND, { buffers: true }),
+  renew: new Script(RENEW, { buffers: true }),
+  get: new Script(GET, { buffers: true }),
+  read: new Script(READ, { buffers: true }),
+  cancel: new Script(CANCEL, { buffers: true }),
+  delete: new Script(DELETE, { buffers: true }),
+  sweep: new Script(SWEEP, { buffers: true })
 }
 
 interface PendingAppend {
@@ -171,7 +151,7 @@ export class RedisRunStore implements RunStore {
       subscribing.catch(() => {
         this.#forget(channels, channel)
         // The SUBSCRIBE may still go out once the connection is back: nobody listens then.
-        sub.unsubscribe(channel).catch(noop)
+        sub.unsubscribe(channel).catch(this.#host.onError)
       })
     }
     listeners.add(listener)
@@ -185,7 +165,7 @@ export class RedisRunStore implements RunStore {
       const current = channels.get(channel)
       if (current === undefined || !current.delete(listener) || current.size > 0) return
       this.#forget(channels, channel)
-      this.#sub?.unsubscribe(channel).catch(noop)
+      this.#sub?.unsubscribe(channel).catch(this.#host.onError)
     }
   }
 
@@ -213,7 +193,7 @@ export class RedisRunStore implements RunStore {
     if (this.#closed) throw new FST_SSE_RUNS_CLOSED()
   }
 
-  async #run (script: BufferScript, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
+  async #run (script: Script, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
     this.#open()
     return await this.#host.command(() => script.run(this.#host.client, keys, args))
   }
@@ -261,8 +241,6 @@ export class RedisRunStore implements RunStore {
     }
   }
 }
-
-const noop = (): void => {}
 
 function record (key: string, fields: Buffer[]): RunRecord {
   const [id, state, count, bytes, protocol] = fields.map(field => field.toString())

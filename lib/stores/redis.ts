@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import { DEFAULT_HISTORY_AGE_MS, DEFAULT_HISTORY_SIZE } from '../constants.js'
 import { FST_SSE_HUB_CLOSED, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_STORE_UNAVAILABLE } from '../errors.js'
 import { LiveReader, type ReaderStats } from './redis-reader.js'
 import { RedisRunStore } from './redis-runs.js'
+import { Script } from './redis-script.js'
 import { APPEND, READ } from './redis-scripts.js'
 import {
   isPositionId, positiveInteger, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreFailure, type StoreListener
@@ -58,26 +58,6 @@ const MAX_BATCH = 256
 const CLOCK_STEPS = 1024
 const DEFAULT_KEY_TTL_MS = 24 * 60 * 60_000
 const DEFAULT_TIMEOUT_MS = 3000
-
-/** One script: EVALSHA, and EVAL when Redis does not have it (after a restart or a flush). */
-class Script {
-  readonly #source: string
-  readonly #sha: string
-
-  constructor (source: string) {
-    this.#source = source
-    this.#sha = createHash('sha1').update(source).digest('hex')
-  }
-
-  async run (client: Redis, keys: string[], args: Array<string | number>): Promise<unknown> {
-    try {
-      return await client.evalsha(this.#sha, keys.length, ...keys, ...args)
-    } catch (err) {
-      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err
-      return await client.eval(this.#source, keys.length, ...keys, ...args)
-    }
-  }
-}
 
 const appendScript = new Script(APPEND)
 const readScript = new Script(READ)

@@ -129,9 +129,10 @@ export interface SseClient {
   close: () => void
 }
 
-/** A real HTTP client on its own connection that parses the stream as EventSource does. */
-export async function sseClient (t: Test, url: string, lastEventId?: string): Promise<SseClient> {
-  const request = http.get(url, { agent: false, headers: lastEventId === undefined ? {} : { 'last-event-id': lastEventId } })
+/** A real HTTP client on its own connection that parses the stream as EventSource does (a POST starts a run, say). */
+export async function sseClient (t: Test, url: string, lastEventId?: string, method = 'GET'): Promise<SseClient> {
+  const request = http.request(url, { method, agent: false, headers: lastEventId === undefined ? {} : { 'last-event-id': lastEventId } })
+  request.end()
   const [response] = await once(request, 'response') as [http.IncomingMessage]
   const events: ParsedEvent[] = []
   const parser = new EventStreamParser(event => events.push(event))

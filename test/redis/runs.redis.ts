@@ -29,33 +29,11 @@ async function instance (t: Test, prefix: string, options: { redis?: string, run
 
 const texts = (events: ParsedEvent[]): string[] => events.map(event => event.type === 'message' ? event.data : `${event.type}:${event.data}`)
 
-/** POSTs a start on its own connection, reading the stream it answers with. */
-async function post (t: Test, url: string): Promise<Awaited<ReturnType<typeof sseClient>>> {
-  const http = await import('node:http')
-  const request = http.request(url, { method: 'POST', agent: false })
-  request.end()
-  const [response] = await once(request, 'response') as [import('node:http').IncomingMessage]
-  const { EventStreamParser } = await import('../../index.js')
-  const events: ParsedEvent[] = []
-  const parser = new EventStreamParser(event => events.push(event))
-  response.setEncoding('utf8')
-  response.on('data', (chunk: string) => parser.feed(chunk))
-  const ended = new Promise<void>(resolve => { response.on('close', () => resolve()) })
-  t.teardown(() => response.destroy())
-  return {
-    events,
-    lastEventId: () => parser.lastEventId,
-    received: count => until(() => events.length >= count, `${count} events (have ${events.length})`),
-    ended,
-    close: () => response.destroy()
-  }
-}
-
 t.test('a run started on A is read on B from the start, live, to its end; the ids resume on either', async t => {
   const prefix = uniquePrefix(t)
   const a = await instance(t, prefix)
   const b = await instance(t, prefix)
-  const starter = await post(t, `${a.url}/runs/chat-1`)
+  const starter = await sseClient(t, `${a.url}/runs/chat-1`, undefined, 'POST')
   await until(() => a.sources.has('chat-1'), 'the source')
   const source = a.sources.get('chat-1') as Pushable
   source.push('Hel', 'lo')
