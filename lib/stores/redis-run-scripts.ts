@@ -80,23 +80,22 @@ for i = 1, #KEYS, 2 do
   local id, first, ending, count = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
   local from, to = a + 4, a + 3 + count
   a = to + 1
-  local h = redis.call('HMGET', hash, 'id', 'state', 'n', 'cancel', 'ttl')
+  local h = redis.call('HMGET', hash, 'id', 'state', 'n', 'cancel', 'ttl', 'bytes')
   if h[1] ~= id or h[2] ~= 'running' or tonumber(h[3]) ~= first - 1 then
     results[#results + 1] = 'lost'
   else
-    local bytes = 0
+    local bytes = tonumber(h[6])
     for j = from, to do bytes = bytes + #ARGV[j] end
     redis.call('RPUSH', list, unpack(ARGV, from, to))
-    redis.call('HINCRBY', hash, 'bytes', bytes)
     local ttl = tonumber(h[5])
     if ending ~= '' then
-      redis.call('HSET', hash, 'n', first - 1 + count, 'state', ending)
+      redis.call('HSET', hash, 'n', first - 1 + count, 'bytes', bytes, 'state', ending)
       redis.call('PEXPIRE', hash, ttl)
       redis.call('PEXPIRE', list, ttl)
     else
-      redis.call('HSET', hash, 'n', first - 1 + count, 'lease', fmt(nowMs + lease))
-      redis.call('PEXPIRE', hash, lease + ttl)
-      redis.call('PEXPIRE', list, lease + ttl)
+      -- The keys' expiry moves with the renewals (every third of the lease); the list gets its first one here.
+      redis.call('HSET', hash, 'n', first - 1 + count, 'bytes', bytes, 'lease', fmt(nowMs + lease))
+      if first == 1 then redis.call('PEXPIRE', list, lease + ttl) end
     end
     publish(hash, id, first, ending ~= '' and 1 or 0, ARGV, from, to)
     results[#results + 1] = h[4] == '1' and 'cancelled' or 'ok'
