@@ -234,3 +234,26 @@ t.test('the run store on its own: many runs in one tick, two listeners of a run,
   await store.close()
   await t.rejects(runs.get(run.key), { code: 'FST_SSE_RUNS_CLOSED' })
 })
+
+t.test('an owner stalled past its lease (SIGSTOP): readers elsewhere get interrupted; once it runs again its writes are refused', async t => {
+  const prefix = uniquePrefix(t)
+  const b = await instance(t, prefix)
+  const child = spawn(process.execPath, ['dist/bench/run-instance.js', SHARED_REDIS, prefix, '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const [line] = await once(createInterface({ input: child.stdout }), 'line') as [string]
+  const port = Number(line.split(' ')[1])
+  t.same(await (await fetch(`http://127.0.0.1:${port}/runs/stalled?tokens=1000&rate=50`, { method: 'PUT' })).json(), { started: true })
+  const onB = await sseClient(t, `${b.url}/runs/stalled`)
+  await onB.received(3)
+  child.kill('SIGSTOP')
+  await onB.ended
+  t.equal(onB.events.at(-1)?.data, '{"reason":"interrupted"}', 'the lease ran out while the owner was stopped')
+  const ended = await b.app.eventRuns.get('stalled')
+  child.kill('SIGCONT')
+  // The owner runs again: its next write is refused (the run is no longer its own) and it stops its source.
+  await until(async () => JSON.parse(await (await fetch(`http://127.0.0.1:${port}/stats`)).text()).running === 0, 'the owner giving up')
+  const after = await b.app.eventRuns.get('stalled')
+  t.same(after, ended, 'nothing was written after the end')
+  const indices = onB.events.slice(0, -1).map(event => Number(event.data.split('|')[0]))
+  t.same(indices, indices.map((_, i) => i), 'every token up to the stop, in order, once')
+})
