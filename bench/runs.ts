@@ -7,7 +7,7 @@
 // Scenarios: the plain route, runs in memory (one instance), runs in Redis (two instances, one Redis of its own),
 // and runs in Redis at ten times the runs with a tenth of the tokens (the same tokens a second).
 // BENCH_RUNS=<runs> BENCH_TOKENS=<tokens> BENCH_RATE=<per second> BENCH_SCALE=<runs of the last scenario, 0 for none>
-// BENCH_DROPS=<drops per reader> BENCH_INSTANCES=<instances on the Redis> change the sizes; BENCH_ONLY=memory,redis,scale picks scenarios (the plain one always
+// BENCH_DROPS=<drops per reader> BENCH_INSTANCES=<instances on the Redis> change the sizes; BENCH_ONLY=plain2,memory,redis,scale picks scenarios (the plain one always
 // runs: the ratios are to it); BENCH_NODE_ARGS is passed to the instances (--cpu-prof, say).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import http from 'node:http'
@@ -100,10 +100,9 @@ function percentile (sorted: number[], p: number): number {
 
 interface Result { name: string, runs: number, tokens: number, lost: number, duplicated: number, unfinished: number, reconnects: number, p50: number, p99: number, connectP50: number, connectP99: number, rssPerRun: number, redisCpuPerToken?: number, redisBytesPerRun?: number, scriptCallsPerToken?: number }
 
-async function scenario (name: string, store: 'memory' | 'redis', count: number, shape: Shape, plain: boolean, redis?: { url: string, admin: Redis }): Promise<Result> {
+async function scenario (name: string, store: 'memory' | 'redis', count: number, shape: Shape, plain: boolean, redis?: { url: string, admin: Redis }, instanceCount = store === 'memory' ? 1 : REDIS_INSTANCES): Promise<Result> {
   const { tokens, rate } = shape
   const prefix = `{bench-runs-${Date.now()}}`
-  const instanceCount = store === 'memory' ? 1 : REDIS_INSTANCES
   const instances: Instance[] = []
   for (let i = 0; i < instanceCount; i++) instances.push(await startInstance(store === 'memory' ? 'memory' : redis?.url as string, prefix))
   const rssBefore = instances.reduce((sum, instance) => sum + rssKiB(instance.child.pid as number), 0)
@@ -177,6 +176,8 @@ const shape: Shape = { tokens: TOKENS, rate: RATE, drops: DROPS }
 const plain = await scenario('plain reply.sse() + consume()', 'memory', RUNS, shape, true)
 plainP99 = plain.p99
 print(plain)
+// The plain route on as many instances as the Redis scenario (clients spread over them): the same processes, less Redis.
+if (wanted('plain2')) print(await scenario(`plain reply.sse() + consume(), ${REDIS_INSTANCES} instances`, 'memory', RUNS, shape, true, undefined, REDIS_INSTANCES))
 if (wanted('memory')) print(await scenario('runs, memory store', 'memory', RUNS, shape, false))
 if (wanted('redis')) print(await scenario(`runs, Redis, ${REDIS_INSTANCES} instance${REDIS_INSTANCES === 1 ? '' : 's'}`, 'redis', RUNS, shape, false, { url: redis.url, admin }))
 // The same tokens a second and the same length over SCALE runs (each a tenth as fast at the defaults), readers that
