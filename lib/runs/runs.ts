@@ -10,7 +10,7 @@ import type { EventStream } from '../stream.js'
 import { AI_SDK_HEADER, AI_SDK_HEADER_VALUE, finalParts, resumeIndex } from './frames.js'
 import { RunOwner } from './owner.js'
 import { RunReader } from './reader.js'
-import { checkRunKey, type RunEnd, type RunProtocol, type RunRecord, type RunStore } from './store.js'
+import { checkRunKey, type ClaimResult, type RunEnd, type RunProtocol, type RunRecord, type RunStore } from './store.js'
 
 /** What a run pulls: an async iterable (an async generator, a Readable, the AI SDK's UI message stream) or an iterable. */
 export type RunSource = AsyncIterable<unknown> | (Iterable<unknown> & object)
@@ -77,6 +77,7 @@ export class EventRuns {
   #renewal: NodeJS.Timeout | undefined
   #started = 0
   #readers = 0
+  #claiming = 0
   #closed = false
 
   constructor (settings: RunsSettings) {
@@ -93,10 +94,17 @@ export class EventRuns {
     const { protocol, ifRunning, replace } = checkStartOptions(options)
     try {
       if (this.#closed) throw new FST_SSE_RUNS_CLOSED()
-      if (this.#owners.size >= this.#settings.maxRuns) throw new FST_SSE_RUN_LIMIT(String(this.#settings.maxRuns))
+      // Claims under way count: concurrent starts cannot take the instance past maxRuns.
+      if (this.#owners.size + this.#claiming >= this.#settings.maxRuns) throw new FST_SSE_RUN_LIMIT(String(this.#settings.maxRuns))
       const id = randomBytes(9).toString('base64url')
       const { lease, ttl } = this.#settings
-      const claim = await this.#settings.store.claim(key, { id, protocol, interrupted: finalParts(protocol, 'interrupted'), lease, ttl, replace })
+      this.#claiming++
+      let claim: ClaimResult
+      try {
+        claim = await this.#settings.store.claim(key, { id, protocol, interrupted: finalParts(protocol, 'interrupted'), lease, ttl, replace })
+      } finally {
+        this.#claiming--
+      }
       if (!claim.claimed) {
         if (claim.run.state !== 'running') throw new FST_SSE_RUN_ENDED(key)
         if (ifRunning === 'error') throw new FST_SSE_RUN_ACTIVE(key)
@@ -200,7 +208,8 @@ export class EventRuns {
     this.#started++
     this.#renewal ??= setInterval(this.#renew, Math.floor(lease / 3))
     owner.done = this.#drive(owner, source, onError).finally(() => {
-      this.#owners.delete(key)
+      // A run this instance lost may still be ending when the key starts here again: only its own entry goes.
+      if (this.#owners.get(key) === owner) this.#owners.delete(key)
       if (this.#owners.size === 0) {
         clearInterval(this.#renewal)
         this.#renewal = undefined
