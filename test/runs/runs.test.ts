@@ -625,3 +625,30 @@ t.test('a later page that fails or finds another run closes the stream; news of 
     t.ok(lines.slice(before).some(line => line.msg === message), message)
   }
 })
+
+t.test('a run this instance lost, still ending when its key starts here again, leaves the new owner in place', async t => {
+  const store = new MemoryRunStore()
+  const append = store.append.bind(store)
+  const renew = store.renew.bind(store)
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  const app = await build(t, { heartbeat: false, runs: { store, lease: 150 } })
+  const first = pushable()
+  const old = await app.eventRuns.start('again', first)
+  store.append = async (...args) => { await gate; return await append(...args) }
+  first.push('a')
+  await new Promise(resolve => setTimeout(resolve, 20))
+  // Another instance ended the run meanwhile (its lease check, say): the store says so at the next renewal.
+  t.equal(await append('again', old.run.id, 1, [Buffer.from('data: end\n\n')], 'interrupted', 150, 1000), 'ok')
+  ;(store as RunStore).renew = async runs => runs.map(run => run.id === old.run.id ? 'lost' : 'ok')
+  await first.stopped
+  store.append = append
+  const second = await app.eventRuns.start('again', pushable())
+  t.equal(second.started, true)
+  release()
+  t.equal(await old.done, 'lost')
+  t.equal(app.eventRuns.stats().running, 1, 'the new owner is still this instance\'s')
+  store.renew = renew
+  t.equal(await app.eventRuns.cancel('again'), true)
+  t.equal(await second.done, 'cancelled')
+})
