@@ -115,7 +115,7 @@ export class RunOwner {
       } catch (err) {
         return this.#finish('failed', err)
       }
-      if (typeof (result as PromiseLike<unknown>).then === 'function') {
+      if (typeof (result as Partial<PromiseLike<unknown>> | null)?.then === 'function') {
         this.#waiting = true
         ;(result as PromiseLike<IteratorResult<unknown>>).then(this.#onNext, this.#onThrow)
         return
@@ -136,6 +136,11 @@ export class RunOwner {
 
   /** One result of the source: false once the run ends with it. */
   #take (result: IteratorResult<unknown>): boolean {
+    // A hand-written iterator may answer anything: a run fails instead of throwing where nobody catches it.
+    if (typeof result !== 'object' || result === null) {
+      this.#finish('failed', new TypeError(`the source's iterator answered ${String(result)}, not an iterator result`))
+      return false
+    }
     if (result.done === true) {
       this.#finish('done', undefined)
       return false

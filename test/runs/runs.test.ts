@@ -652,3 +652,13 @@ t.test('a run this instance lost, still ending when its key starts here again, l
   t.equal(await app.eventRuns.cancel('again'), true)
   t.equal(await second.done, 'cancelled')
 })
+
+t.test('an iterator that answers something other than an iterator result fails the run, and nothing throws', async t => {
+  const app = await build(t, { heartbeat: false })
+  runRoutes(app, () => [])
+  const broken = { [Symbol.asyncIterator]: () => ({ next: async () => undefined as never }) }
+  t.equal(await (await app.eventRuns.start('broken-async', broken)).done, 'failed')
+  const brokenSync = { [Symbol.iterator]: () => ({ next: () => null as never }) }
+  t.equal(await (await app.eventRuns.start('broken-sync', brokenSync)).done, 'failed')
+  t.same(texts((await readRun(t, app, 'broken-sync')).events), ['end:{"reason":"failed"}'])
+})
