@@ -71,7 +71,9 @@ export interface RunStore {
   claim (key: string, claim: RunClaim): Promise<ClaimResult>
   /**
    * Appends the frames `first`, `first + 1`, … of the run (and, with `end`, ends it: the last frame is then its final
-   * one, and the run is kept `ttl` ms from now); renews the lease.
+   * one, and the run is kept `ttl` ms from now); renews the lease. The owner sends an append again when the first
+   * attempt failed, and the attempt may have been stored anyway (a timeout): an append already stored answers as
+   * stored and changes nothing.
    */
   append (key: string, id: string, first: number, frames: readonly Buffer[], end: RunEnd | undefined, lease: number, ttl: number): Promise<RunWriteResult>
   /** Renews the leases of an owner's runs, in one call. */

@@ -68,7 +68,8 @@ return { 1, ARGV[1], 'running', '0', '0', ARGV[2] }
 /**
  * Appends for several runs (a tick's). KEYS: hash and list per run. ARGV: lease, then per run id, first, end ('' or
  * how it ended), count, then its count frames. Returns per run 'ok', 'cancelled' (asked to stop) or 'lost' (the key
- * holds another run, or this one no longer runs): a lost owner's frames are not kept.
+ * holds another run, or this one no longer runs): a lost owner's frames are not kept. An append that is already
+ * stored (sent again after its answer was lost) answers as if stored now.
  */
 export const APPEND = `${COMMON}
 local nowMs = now()
@@ -81,7 +82,10 @@ for i = 1, #KEYS, 2 do
   local from, to = a + 4, a + 3 + count
   a = to + 1
   local h = redis.call('HMGET', hash, 'id', 'state', 'n', 'cancel', 'ttl', 'bytes')
-  if h[1] ~= id or h[2] ~= 'running' or tonumber(h[3]) ~= first - 1 then
+  local n = tonumber(h[3])
+  if h[1] == id and n >= first - 1 + count and h[2] == (ending == '' and 'running' or ending) then
+    results[#results + 1] = h[4] == '1' and 'cancelled' or 'ok'
+  elseif h[1] ~= id or h[2] ~= 'running' or n ~= first - 1 then
     results[#results + 1] = 'lost'
   else
     local bytes = tonumber(h[6])

@@ -1,5 +1,5 @@
 // Runs across instances through Redis: real HTTP clients, two Fastify instances (and a killed third).
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -25,6 +25,17 @@ async function instance (t: Test, prefix: string, options: { redis?: string, run
   t.teardown(() => app.close())
   await app.listen({ port: 0, host: '127.0.0.1' })
   return { app, url: `http://127.0.0.1:${(app.server.address() as { port: number }).port}`, sources }
+}
+
+/** An instance in a process of its own (lease 1 s), killed when the test ends, owning a run of `key` (1,000 tokens at 50/s). */
+async function ownerProcess (t: Test, prefix: string, key: string): Promise<{ child: ChildProcess, port: number }> {
+  const child = spawn(process.execPath, ['dist/bench/run-instance.js', SHARED_REDIS, prefix, '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const [line] = await once(createInterface({ input: child.stdout as NodeJS.ReadableStream }), 'line') as [string]
+  const port = Number(line.split(' ')[1])
+  const started = await fetch(`http://127.0.0.1:${port}/runs/${key}?tokens=1000&rate=50`, { method: 'PUT' })
+  t.same(await started.json(), { started: true }, 'the run started in its own process')
+  return { child, port }
 }
 
 const texts = (events: ParsedEvent[]): string[] => events.map(event => event.type === 'message' ? event.data : `${event.type}:${event.data}`)
@@ -125,12 +136,7 @@ t.test('a long run is stored whole and replayed in pages on another instance', a
 t.test('an owner killed with SIGKILL: readers elsewhere get interrupted within the lease, and the key starts again', async t => {
   const prefix = uniquePrefix(t)
   const b = await instance(t, prefix)
-  const child = spawn(process.execPath, ['dist/bench/run-instance.js', SHARED_REDIS, prefix, '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { child.kill('SIGKILL') })
-  const [line] = await once(createInterface({ input: child.stdout }), 'line') as [string]
-  const port = Number(line.split(' ')[1])
-  const started = await fetch(`http://127.0.0.1:${port}/runs/doomed?tokens=1000&rate=50`, { method: 'PUT' })
-  t.same(await started.json(), { started: true })
+  const { child } = await ownerProcess(t, prefix, 'doomed')
   const onB = await sseClient(t, `${b.url}/runs/doomed`)
   await onB.received(5)
   child.kill('SIGKILL')
@@ -206,7 +212,7 @@ t.test('Redis away: listening fails with a coded error, the lease check logs and
   again?.()
 })
 
-t.test('the run store on its own: many runs in one tick, two listeners of a run, a script error, a closed store', async t => {
+t.test('the run store on its own: many runs in one tick, two listeners of a run, an append sent again, a script error, a closed store', async t => {
   const prefix = uniquePrefix(t)
   const a = await instance(t, prefix)
   const starts = await Promise.all(Array.from({ length: 300 }, async (_, i) => await a.app.eventRuns.start(`many-${i}`, [`item ${i}`])))
@@ -228,6 +234,24 @@ t.test('the run store on its own: many runs in one tick, two listeners of a run,
   stopSecond()
   stopSecond()
   t.same(seen, [])
+
+  // An append sent again (its answer was lost: a timeout, a reconnection) is taken as stored, and stored once.
+  const claim = { id: 'again-1', protocol: 'events' as const, interrupted: { before: '', after: '' }, lease: 10_000, ttl: 60_000, replace: false }
+  t.equal((await runs.claim('again', claim)).claimed, true)
+  const delivered: string[] = []
+  const stopAgain = await runs.listen('again', { frames: (_id, first, frames, ended) => { delivered.push(`${first}:${frames.join('+')}${ended ? ':end' : ''}`) }, fail: () => {} })
+  const frame = (text: string): Buffer => Buffer.from(text)
+  t.equal(await runs.append('again', 'again-1', 1, [frame('a'), frame('b')], undefined, 10_000), 'ok')
+  t.equal(await runs.append('again', 'again-1', 1, [frame('a'), frame('b')], undefined, 10_000), 'ok', 'the same append again')
+  t.equal(await runs.append('again', 'again-1', 5, [frame('e')], undefined, 10_000), 'lost', 'an append after a gap')
+  t.equal(await runs.append('again', 'again-1', 3, [frame('c')], 'done', 10_000), 'ok')
+  t.equal(await runs.append('again', 'again-1', 3, [frame('c')], 'done', 10_000), 'ok', 'the final append again')
+  t.equal(await runs.append('again', 'again-1', 2, [frame('b')], undefined, 10_000), 'lost', 'a plain append to an ended run')
+  t.same((await runs.read('again', 'again-1', 0, 10))?.frames.map(String), ['a', 'b', 'c'], 'each frame kept once')
+  await until(() => delivered.length === 2, 'the stored appends delivered')
+  t.same(delivered, ['1:a+b', '3:c:end'], 'only what was stored is delivered, once')
+  stopAgain()
+
   const redis = sharedClient(t)
   await redis.set(`${prefix}:r:broken`, 'not a hash')
   await t.rejects(runs.get('broken'), /WRONGTYPE/, 'a Redis error reaches the caller')
@@ -238,11 +262,7 @@ t.test('the run store on its own: many runs in one tick, two listeners of a run,
 t.test('an owner stalled past its lease (SIGSTOP): readers elsewhere get interrupted; once it runs again its writes are refused', async t => {
   const prefix = uniquePrefix(t)
   const b = await instance(t, prefix)
-  const child = spawn(process.execPath, ['dist/bench/run-instance.js', SHARED_REDIS, prefix, '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { child.kill('SIGKILL') })
-  const [line] = await once(createInterface({ input: child.stdout }), 'line') as [string]
-  const port = Number(line.split(' ')[1])
-  t.same(await (await fetch(`http://127.0.0.1:${port}/runs/stalled?tokens=1000&rate=50`, { method: 'PUT' })).json(), { started: true })
+  const { child, port } = await ownerProcess(t, prefix, 'stalled')
   const onB = await sseClient(t, `${b.url}/runs/stalled`)
   await onB.received(3)
   child.kill('SIGSTOP')
