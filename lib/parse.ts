@@ -23,6 +23,8 @@ export class EventStreamParser {
   #skipLF = false
   #data = ''
   #type = ''
+  /** The last event ID buffer: set by an id line, it becomes the last event ID when the frame's blank line comes. */
+  #idBuffer = ''
   #lastEventId = ''
   #id: string | undefined
   #retry: number | undefined
@@ -32,10 +34,14 @@ export class EventStreamParser {
   /** `lastEventId`: where a stream resumes, as a reconnecting EventSource keeps its last id. */
   constructor (onEvent: (event: ParsedEvent) => void, lastEventId = '') {
     this.#onEvent = onEvent
-    this.#lastEventId = lastEventId
+    this.#idBuffer = this.#lastEventId = lastEventId
   }
 
-  /** The last id the stream set, by a frame that dispatched an event or by one that did not: what a reconnecting client sends. */
+  /**
+   * The last id of a complete frame (one that ended with its blank line), whether it dispatched an event or not (an
+   * id-only frame): what a reconnecting client sends. An id line of a frame cut off before its end does not count, so
+   * that the event it belongs to is sent again.
+   */
   get lastEventId (): string {
     return this.#lastEventId
   }
@@ -78,11 +84,12 @@ export class EventStreamParser {
     if (value.charCodeAt(0) === 32) value = value.slice(1)
     if (field === 'data') this.#data += value + '\n'
     else if (field === 'event') this.#type = value
-    else if (field === 'id' && !value.includes('\0')) this.#id = this.#lastEventId = value
+    else if (field === 'id' && !value.includes('\0')) this.#id = this.#idBuffer = value
     else if (field === 'retry' && /^\d+$/.test(value)) this.#retry = this.#reconnectionTime = Number(value)
   }
 
   #dispatch (): void {
+    this.#lastEventId = this.#idBuffer
     const id = this.#id
     const retry = this.#retry
     this.#id = undefined

@@ -31,6 +31,19 @@ t.test('the WHATWG rules, one by one', async t => {
     { type: 'e', data: 'x', lastEventId: '5', id: '5' },
     { type: 'message', data: 'y', lastEventId: '5' }
   ], 'the last id carries over; the event type does not')
+  // The id of a frame counts once the frame ends (its blank line), as in EventSource: cut anywhere before, and a
+  // reconnecting client asks for that frame again.
+  const frame = 'id: 2\ndata: b\n\n'
+  for (let cut = 0; cut <= frame.length; cut++) {
+    const cutOff = new EventStreamParser(() => {}, '1')
+    cutOff.feed(frame.slice(0, cut))
+    t.equal(cutOff.lastEventId, cut === frame.length ? '2' : '1', `a frame cut after ${cut} bytes`)
+  }
+  const idOnly = new EventStreamParser(() => {})
+  idOnly.feed('id: 7\n')
+  t.equal(idOnly.lastEventId, '', 'an id-only frame without its blank line sets nothing yet')
+  idOnly.feed('\n')
+  t.equal(idOnly.lastEventId, '7', 'and sets the last id once it ends')
   const hinted = new EventStreamParser(() => t.fail('a retry-only frame dispatches nothing'), 'resumed')
   t.equal(hinted.retry, undefined)
   hinted.feed('retry: 700\n\nretry: soon\n\n')

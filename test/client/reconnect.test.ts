@@ -1,6 +1,7 @@
 // The client's reconnection rules against the real server: retry and its hints, 204, 429/503 with Retry-After,
 // 5xx with backoff, the 4xx and content types that stop it, a server that is gone or replaced, online and offline.
 import { once } from 'node:events'
+import http from 'node:http'
 import t from 'tap'
 import { connect, EventClientError, type ClientState } from '../../lib/client/index.js'
 import { backoff } from '../../lib/client/client.js'
@@ -220,4 +221,35 @@ t.test('a Retry-After longer than a timer can hold waits, rather than firing at 
   t.equal(error?.retryAfter, 3_000_000_000)
   await new Promise(resolve => setTimeout(resolve, 300))
   t.equal(seen.length, 1, 'no second attempt')
+})
+
+t.test('a frame cut at any byte before its blank line is asked for again: its id is not the last id until the frame ends', async t => {
+  // A plain server, as the issue's: "id: 1", "data: a", a blank line; then "id: 2", "data: b" cut off at `cut` bytes.
+  const first = 'id: 1\ndata: a\n\n'
+  const second = 'id: 2\ndata: b\n\n'
+  for (let cut = 0; cut <= second.length; cut++) {
+    const asked: Array<string | undefined> = []
+    const plain = http.createServer((request, response) => {
+      const last = request.headers['last-event-id'] as string | undefined
+      asked.push(last)
+      response.writeHead(200, { 'content-type': 'text/event-stream' })
+      if (last === undefined) {
+        response.write(first + second.slice(0, cut), () => { response.socket?.destroy() })
+      } else {
+        response.write(last === '1' ? second : '')
+      }
+    })
+    plain.listen(0, '127.0.0.1')
+    await once(plain, 'listening')
+    const client = connect(`http://127.0.0.1:${(plain.address() as { port: number }).port}/`, { retry: 5 })
+    const received: string[] = []
+    client.on('message', data => received.push(data))
+    await until(() => asked.length === 2 && received.length === 2, `the reconnect after ${cut} bytes of the second frame`)
+    // Nothing more comes: what the client has is final.
+    await new Promise(resolve => setTimeout(resolve, 20))
+    t.same([asked, received], [[undefined, cut === second.length ? '2' : '1'], ['a', 'b']], `cut after ${cut} bytes: b once, asked again when incomplete`)
+    client.close()
+    plain.closeAllConnections()
+    plain.close()
+  }
 })
