@@ -17,7 +17,7 @@ import { lines, nextLine } from './client.js'
 import { freePort, startRedis } from './redis-server.js'
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
-const BURST = 100_000
+const BURST = Number(process.env.BENCH_CLIENT_BURST ?? 100_000)
 const IDLE = Number(process.env.BENCH_CLIENT_IDLE ?? 2000)
 const STORM = Number(process.env.BENCH_CLIENT_STORM ?? 5000)
 const STORM_WORKERS = 5

@@ -20,7 +20,8 @@ import { frames, STREAM_KINDS } from './compress-streams.js'
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const CLIENTS = (process.env.BENCH_COMPRESS_CLIENTS ?? '1000,10000').split(',').map(Number)
-const EVENTS = 2000
+/** Events of each bench stream in the settings grid (BENCH_COMPRESS_EVENTS). */
+const EVENTS = Number(process.env.BENCH_COMPRESS_EVENTS ?? 2000)
 const PER_WORKER = 5000
 const SERVER = fileURLToPath(new URL('./compress-server.js', import.meta.url))
 const CLIENT = fileURLToPath(new URL('./scale-client.js', import.meta.url))

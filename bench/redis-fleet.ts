@@ -15,7 +15,9 @@
 //   instance writes a CPU profile there).
 //
 // `node dist/bench/redis-fleet.js [storm|fleet|e2e]` (all by default). BENCH_FLEET_SECONDS shortens the minute;
-// BENCH_FLEET_KILL=1 has Redis cut every instance's live connection every 5 s of it.
+// BENCH_FLEET_KILL=1 has Redis cut every instance's live connection every 5 s of it. Smaller, for bench:quick:
+// BENCH_FLEET_STREAMS (the storm's streams, 10,000), BENCH_FLEET_SUBSCRIBERS (per fleet instance, 5,000),
+// BENCH_FLEET_STEP_SECONDS (the fleet's other steps, 10 s).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -26,6 +28,9 @@ import { redisCpuUs, startRedis } from './redis-server.js'
 const INSTANCE = fileURLToPath(new URL('./redis-instance.js', import.meta.url))
 const CLIENT = fileURLToPath(new URL('./redis-client.js', import.meta.url))
 const MAIN_SECONDS = Number(process.env.BENCH_FLEET_SECONDS ?? 60)
+const STEP_SECONDS = Number(process.env.BENCH_FLEET_STEP_SECONDS ?? 10)
+const STORM_STREAMS = Number(process.env.BENCH_FLEET_STREAMS ?? 10_000)
+const FLEET_SUBSCRIBERS = Number(process.env.BENCH_FLEET_SUBSCRIBERS ?? 5000)
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 /** A child process spoken to in lines. */
@@ -147,26 +152,27 @@ async function storeStorm (redisUrl: string, streams: number): Promise<number> {
 }
 
 async function storm (redisUrl: string, admin: Redis): Promise<void> {
-  const STREAMS = 10_000
+  const STREAMS = STORM_STREAMS
   const redis = await stormOnce(redisUrl, admin, STREAMS)
   const memory = await stormOnce('memory', admin, STREAMS)
   const storeOnly = await storeStorm(redisUrl, STREAMS)
-  say('### Reconnect storm: 10,000 streams on one instance (a topic per user + one shared topic), reconnecting over 2 s')
+  const n = (value: number): string => value.toLocaleString('en-US')
+  say(`### Reconnect storm: ${n(STREAMS)} streams on one instance (a topic per user + one shared topic), reconnecting over 2 s`)
   say('')
-  say('| measure | RedisStore | MemoryStore (one instance: the HTTP side alone) |')
-  say('|---|---:|---:|')
-  say(`| every stream resumed with its 6 missed events, ms after the first reconnect | ${redis.resumedMs.toLocaleString('en-US')} | ${memory.resumedMs.toLocaleString('en-US')} |`)
-  say(`| missed events replayed (of 60,000) | ${redis.replayed.toLocaleString('en-US')} | ${memory.replayed.toLocaleString('en-US')} |`)
-  say(`| duplicates or out of order | ${redis.violations} | ${memory.violations} |`)
-  say(`| live afterwards: deliveries of five more shared events (of 50,000) | ${redis.live.toLocaleString('en-US')} | ${memory.live.toLocaleString('en-US')} |`)
-  say(`| Redis CPU per resume (µs) | ${redis.cpuPerResume.toFixed(1)} | – |`)
-  say(`| the store alone (no HTTP): 10,000 resumes spread over 2 s, all done after (ms) | ${storeOnly.toLocaleString('en-US')} | – |`)
+  say('| measure | RedisStore | MemoryStore (one instance: the HTTP side alone) | RedisStore vs MemoryStore |')
+  say('|---|---:|---:|---:|')
+  say(`| every stream resumed with its 6 missed events, ms after the first reconnect | ${n(redis.resumedMs)} | ${n(memory.resumedMs)} | ${(memory.resumedMs / redis.resumedMs).toFixed(2)}× |`)
+  say(`| missed events replayed (of ${n(STREAMS * 6)}) | ${n(redis.replayed)} | ${n(memory.replayed)} | |`)
+  say(`| duplicates or out of order | ${redis.violations} | ${memory.violations} | |`)
+  say(`| live afterwards: deliveries of five more shared events (of ${n(STREAMS * 5)}) | ${n(redis.live)} | ${n(memory.live)} | |`)
+  say(`| Redis CPU per resume (µs) | ${redis.cpuPerResume.toFixed(1)} | – | |`)
+  say(`| the store alone (no HTTP): ${n(STREAMS)} resumes spread over 2 s, all done after (ms) | ${n(storeOnly)} | – | |`)
   say('')
 }
 
 async function fleet (redisUrl: string, admin: Redis): Promise<void> {
   const INSTANCES = 4
-  const PER_INSTANCE = 5000
+  const PER_INSTANCE = FLEET_SUBSCRIBERS
   const SHARED = 4
   const SHARED_RATE = 4
   const USERS = INSTANCES * PER_INSTANCE
@@ -180,7 +186,7 @@ async function fleet (redisUrl: string, admin: Redis): Promise<void> {
   // A worker's counts add up over its life: each step takes the difference.
   let receivedBefore = 0
   let violationsBefore = 0
-  for (const [rate, seconds] of [[2500, 10], [5000, 10], [10_000, MAIN_SECONDS], [15_000, 10], [20_000, 10]]) {
+  for (const [rate, seconds] of [[2500, STEP_SECONDS], [5000, STEP_SECONDS], [10_000, MAIN_SECONDS], [15_000, STEP_SECONDS], [20_000, STEP_SECONDS]]) {
     const cpu = await redisCpuUs(admin)
     const started = Date.now()
     for (const instance of instances) instance.send(`publish ${rate / INSTANCES} ${seconds} ${USERS} ${SHARED} ${SHARED_RATE / INSTANCES}`)
@@ -230,6 +236,7 @@ async function endToEnd (redisUrl: string): Promise<void> {
   const SUBSCRIBERS = 1000
   const EVENTS = 5000
   const rows: string[] = []
+  let memoryRate: number | undefined
   for (const kind of ['memory', 'redis']) {
     const prefix = `{e2e-${Date.now()}}`
     const profile = process.env.BENCH_PROFILE_DIR === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE_DIR]
@@ -252,16 +259,18 @@ async function endToEnd (redisUrl: string): Promise<void> {
     subscriberSide.send('writes')
     const writes = Number(await subscriberSide.next('writes')) - writesBefore
     const delivered = report.counts['shared:0'] ?? 0
+    const rate = delivered / seconds
+    memoryRate ??= rate
     rows.push(`| ${kind === 'memory' ? 'MemoryStore (one instance)' : 'RedisStore (publish on A, subscribers on B)'} | ${Math.round(EVENTS / (publishMs / 1000)).toLocaleString('en-US')} | ` +
-      `${Math.round(delivered / seconds).toLocaleString('en-US')} | ${(delivered / (SUBSCRIBERS * EVENTS) * 100).toFixed(1)}% | ${(writes / delivered).toFixed(3)} | ` +
+      `${Math.round(rate).toLocaleString('en-US')} | ${(rate / memoryRate).toFixed(2)}× | ${(delivered / (SUBSCRIBERS * EVENTS) * 100).toFixed(1)}% | ${(writes / delivered).toFixed(3)} | ` +
       `${report.duplicates + report.outOfOrder} |`)
     for (const child of new Set([subscriberSide, publisherSide, worker])) child.process.kill('SIGTERM')
     await sleep(500)
   }
   say(`### End to end: ${EVENTS.toLocaleString('en-US')} events published as fast as accepted (256 at a time), ${SUBSCRIBERS.toLocaleString('en-US')} subscribers`)
   say('')
-  say('| store | publishes/s | deliveries/s | delivered | socket writes per delivered event | duplicated or out of order |')
-  say('|---|---:|---:|---:|---:|---:|')
+  say('| store | publishes/s | deliveries/s | deliveries/s vs MemoryStore | delivered | socket writes per delivered event | duplicated or out of order |')
+  say('|---|---:|---:|---:|---:|---:|---:|')
   for (const row of rows) say(row)
   say('')
 }

@@ -63,12 +63,16 @@ async function burst (server: Server): Promise<Record<string, number>> {
 }
 
 /**
- * `clients` subscribers, `rounds` rounds of `count` events to all: each round's events in one tick (`tick`), each
- * in its own macrotask (`spread`), or in one tick while every hundredth client has stopped reading (`mixed`,
+ * `clients` subscribers, `rounds` rounds of `count` events to all: each round's events in one tick (`tick`), in a
+ * loop that awaits each (`awaited`: the hub's publish(); the others broadcast synchronously, so it is their tick),
+ * each in its own macrotask (`spread`), or in one tick while every hundredth client has stopped reading (`mixed`,
  * measured at the others). Deliveries per second, p50/p99 from the request to the last reader's last event of a
  * round, server CPU per delivery.
  */
-async function fanout (server: Server, clients: number, count = 1, rounds = BROADCASTS, mode: 'tick' | 'spread' | 'mixed' = 'tick'): Promise<Record<string, number>> {
+type Mode = 'tick' | 'awaited' | 'spread' | 'mixed'
+const MODES: Record<Mode, string> = { tick: 'in one tick', awaited: 'awaited in a loop', spread: 'one per tick', mixed: 'in one tick, 1% stalled' }
+
+async function fanout (server: Server, clients: number, count = 1, rounds = BROADCASTS, mode: Mode = 'tick'): Promise<Record<string, number>> {
   const sockets = await openMany(server.port, '/subscribe', clients)
   await until(async () => (await stats(server.port)).subscribers === clients && sockets.every(s => s.counter.headers))
   await new Promise(resolve => setTimeout(resolve, 100))
@@ -92,7 +96,7 @@ async function fanout (server: Server, clients: number, count = 1, rounds = BROA
       })
     })
     const sent = performance.now()
-    await request(server.port, 'POST', `/broadcast?seq=${round * 1000}&count=${count}&spread=${mode === 'spread' ? 1 : 0}`)
+    await request(server.port, 'POST', `/broadcast?seq=${round * 1000}&count=${count}&spread=${mode === 'spread' ? 1 : 0}&awaited=${mode === 'awaited' ? 1 : 0}`)
     await all
     latencies.push(performance.now() - sent)
   }
@@ -154,8 +158,8 @@ for (let round = 1; round <= ROUNDS; round++) {
     if (SCENARIOS.includes('burst') && impl !== HUB && impl !== FLOOR && impl !== MESSAGE) record('burst', impl, await burst(server))
     if (SCENARIOS.includes('fan-out') && impl !== MESSAGE) for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
     if (SCENARIOS.includes('batches') && BATCH_IMPLS.includes(impl)) {
-      for (const mode of ['tick', 'spread', 'mixed'] as const) {
-        for (const clients of CLIENTS) record(`${BATCH} events ${mode === 'tick' ? 'in one tick' : mode === 'spread' ? 'one per tick' : 'in one tick, 1% stalled'} ${clients}`, impl, await fanout(server, clients, BATCH, BATCHES, mode))
+      for (const mode of Object.keys(MODES) as Mode[]) {
+        for (const clients of CLIENTS) record(`${BATCH} events ${MODES[mode]} ${clients}`, impl, await fanout(server, clients, BATCH, BATCHES, mode))
       }
     }
     if (SCENARIOS.includes('idle') && impl !== MESSAGE) record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))

@@ -2,7 +2,8 @@
 // instance (default 100,000), ours (hub) against plain node:http, rounds interleaved, medians. Clients run in worker
 // processes, each on its own loopback source address (127.0.0.2 and up) for enough ephemeral ports. Reports memory
 // per stream (RSS and heap after a GC), the CPU of one heartbeat pass over every stream, the time from one publish
-// to its receipt by the last subscriber, and how long closing everything takes. Appends to bench/RESULTS.md.
+// to its receipt by the last subscriber, and how long closing everything takes. Appends to BENCH_RESULTS (default
+// bench/RESULTS.md).
 import { spawn } from 'node:child_process'
 import { readFile, appendFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
@@ -95,7 +96,7 @@ for (const [metric, row] of results) {
   table.push(`| ${metric} | ${fmt(ours)} | ${fmt(node)} | ${(node / ours).toFixed(2)}× |`)
 }
 console.log(table.join('\n'))
-await appendFile(new URL('../../bench/RESULTS.md', import.meta.url), `
+await appendFile(process.env.BENCH_RESULTS ?? new URL('../../bench/RESULTS.md', import.meta.url), `
 ## Scale: ${STREAMS.toLocaleString('en-US')} open streams on one instance
 
 Command: \`npm run bench:scale\` (BENCH_SCALE=${REQUESTED}, ${ROUNDS} interleaved rounds, medians). ${STREAMS < REQUESTED

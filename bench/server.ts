@@ -2,7 +2,8 @@
 //   GET  /burst?n=N     N events of about 50 bytes with ids, respecting backpressure, then the end of the body
 //   GET  /subscribe     an open stream that joins the broadcast set
 //   POST /broadcast?seq one event to every subscriber; with &count=N N events (seq, seq+1, …), all in one tick, or
-//                       with &spread=1 each in its own macrotask
+//                       with &spread=1 each in its own macrotask, or with &awaited=1 in a loop that awaits each
+//                       broadcast (the hub's publish(); the others' broadcasts are synchronous)
 //   GET  /stats         memory, CPU and subscriber count (after a GC when run with --expose-gc)
 // It prints its port on stdout once listening.
 import { once } from 'node:events'
@@ -19,7 +20,8 @@ const frame = (id: number): string => `id: ${id}\ndata: ${PAYLOAD}\n\n`
 interface Impl {
   burst: (request: http.IncomingMessage, response: http.ServerResponse, n: number, reply?: any) => Promise<void>
   subscribe: (request: http.IncomingMessage, response: http.ServerResponse, reply?: any) => Promise<void> | void
-  broadcast: (seq: number) => void
+  /** The hub's returns publish()'s promise, which an awaited loop waits for. */
+  broadcast: (seq: number) => Promise<unknown> | undefined
   /** ours only: the same broadcast with stream.message() to each stream (encoded for each). */
   broadcastMessage?: (seq: number) => void
   subscribers: () => number
@@ -32,14 +34,19 @@ function stats (subscribers: number): object {
   return { rss, heapUsed, cpu: (user + system) / 1e6, subscribers }
 }
 
-/** The broadcasts a /broadcast request asks for: `count` of them from `seq`, in one tick or one per macrotask. */
-async function broadcasts (url: URL, broadcast: (seq: number) => void): Promise<void> {
+/**
+ * The broadcasts a /broadcast request asks for: `count` of them from `seq`, in one tick, one per macrotask, or in a
+ * loop that awaits each (as users write a batch: `for (…) await app.eventHub.publish(…)`).
+ */
+async function broadcasts (url: URL, broadcast: (seq: number) => Promise<unknown> | undefined): Promise<void> {
   const seq = Number(url.searchParams.get('seq'))
   const count = Number(url.searchParams.get('count') ?? 1)
   const spread = url.searchParams.get('spread') === '1'
+  const awaited = url.searchParams.get('awaited') === '1'
   for (let i = 0; i < count; i++) {
     if (spread && i > 0) await new Promise(resolve => setImmediate(resolve))
-    broadcast(seq + i)
+    if (awaited) await broadcast(seq + i)
+    else broadcast(seq + i)
   }
 }
 
@@ -78,6 +85,7 @@ async function nodeHttp (socket: boolean): Promise<http.Server> {
         } else {
           for (const subscriber of subscribers) subscriber.write(shared)
         }
+        return undefined
       })
       response.end('{}')
     } else {
@@ -103,9 +111,11 @@ async function ours (app: FastifyInstance): Promise<Impl> {
     broadcast (seq) {
       const encoded = encodeMessage(PAYLOAD, { id: seq })
       for (const stream of streams) stream.write(encoded)
+      return undefined
     },
     broadcastMessage (seq) {
       for (const stream of streams) stream.message(PAYLOAD, { id: seq })
+      return undefined
     },
     subscribers: () => streams.size
   }
@@ -120,7 +130,9 @@ async function oursHub (app: FastifyInstance): Promise<Impl> {
       app.eventHub.subscribe(reply.sse(), 'bench')
     },
     broadcast () {
-      app.eventHub.publish('bench', PAYLOAD).catch(() => {})
+      const published = app.eventHub.publish('bench', PAYLOAD)
+      published.catch(() => {})
+      return published
     },
     subscribers: () => app.eventHub.stats().subscribers.bench ?? 0
   }
@@ -144,6 +156,7 @@ async function fastifySse (app: FastifyInstance): Promise<Impl> {
     },
     broadcast (seq) {
       for (const reply of replies) reply.sse.send({ id: String(seq), data: PAYLOAD }).catch(() => {})
+      return undefined
     },
     subscribers: () => replies.size
   }
@@ -167,6 +180,7 @@ async function fastifySseV2 (app: FastifyInstance): Promise<Impl> {
     },
     broadcast (seq) {
       for (const reply of replies) reply.sse({ id: String(seq), data: PAYLOAD })
+      return undefined
     },
     subscribers: () => replies.size
   }
@@ -190,6 +204,7 @@ async function betterSse (_app: FastifyInstance): Promise<Impl> {
     },
     broadcast (seq) {
       channel.broadcast(PAYLOAD, 'message', { eventId: String(seq) })
+      return undefined
     },
     subscribers: () => channel.sessionCount
   }
@@ -198,7 +213,7 @@ async function betterSse (_app: FastifyInstance): Promise<Impl> {
 /** ours, broadcasting with a loop of stream.message(): each event encoded for each stream. */
 async function oursMessage (app: FastifyInstance): Promise<Impl> {
   const core = await ours(app)
-  return { ...core, broadcast: core.broadcastMessage as (seq: number) => void }
+  return { ...core, broadcast: core.broadcastMessage as Impl['broadcast'] }
 }
 
 async function fastifyServer (name: string): Promise<http.Server> {

@@ -4,7 +4,8 @@ import {
   FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_INVALID_TOPIC
 } from './errors.js'
 import { isPositionId, type EventStore, type NewEvent, type Replay, type StoreFailure, type StoredEvent, type StoreListener, type StoreStats } from './stores/store.js'
-import { EventStream, kCutOff, kHolder, kRelease, type EventMap, type Holder } from './stream.js'
+import { HubWriter, type Subscription } from './hub-writer.js'
+import { EventStream, kHolder, kRelease, type EventMap, type Holder } from './stream.js'
 
 export interface PublishOptions {
   /** The event type; clients dispatch the event under it. */
@@ -47,36 +48,10 @@ export interface HubSettings {
   counters: { readonly size: number, readonly cutOff: number, readonly endedByAge: number, readonly endedByShutdown: number }
 }
 
-interface Subscription {
-  readonly stream: EventStream<any, any>
-  readonly topics: readonly string[]
-  /** The newest position written to the stream: live events at or below it were replayed already. */
-  position: number
-  /** False while the replay is written: live events wait in `pending` meanwhile (null while none waits). */
-  live: boolean
-  pending: StoredEvent[] | null
-  /** The last flush that handled this subscriber (see kFlushTick). */
-  stamp: number
-}
-
 interface Topic {
   readonly subscribers: Set<Subscription>
   /** The store's delivery to this topic: resolves to the function that stops it. */
   listening: Promise<() => Promise<void>>
-}
-
-const kFlushTick = Symbol('fastify-event-stream.flush-tick')
-/** A tick's events for one subscriber are joined into frames of up to this many bytes (one write each). */
-const JOIN_BYTES = 64 * 1024
-
-/** A list of events of one tick, and the frames that carry them. */
-interface Batch {
-  readonly events: StoredEvent[]
-  readonly frames: EncodedMessage[]
-}
-
-function joinFrames (frames: EncodedMessage[]): EncodedMessage {
-  return (frames.length === 1 ? frames[0] : Buffer.concat(frames)) as EncodedMessage
 }
 
 /**
@@ -88,24 +63,23 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   readonly #settings: HubSettings
   readonly #topics = new Map<string, Topic>()
   readonly #subscriptions = new Map<EventStream<any, any>, Subscription>()
-  /** The store's deliveries of this tick: a topic's subscribers, then the event, and so on (see #dispatch). */
-  #tick: Array<Set<Subscription> | StoredEvent> = []
-  /** Marks the subscribers a flush of several events has handled (a subscriber of several topics is met once for each). */
-  #stamp = 0
-  /** True while a flush writes: the hub's own writes release nothing. */
-  #flushing = false
-  /** Each stored event is encoded once, for every live subscriber and every replay that includes it. */
-  readonly #frames = new WeakMap<StoredEvent, EncodedMessage>()
+  readonly #writer: HubWriter
   #published = 0
-  #delivered = 0
   #closed = false
 
   constructor (settings: HubSettings) {
     this.#settings = settings
+    this.#writer = new HubWriter({
+      subscribers: name => this.#topics.get(name)?.subscribers,
+      unsubscribe: stream => { this.unsubscribe(stream) },
+      maxPending: settings.maxPending
+    })
   }
 
   /**
-   * Publishes an event to a topic; resolves with its id once the store kept it (the subscribers have it by then).
+   * Publishes an event to a topic; resolves with its id once the store kept it. With a store that delivers as it
+   * appends (the in-memory one), every live subscriber's stream holds the event by then, ahead of anything written to
+   * it afterwards; it leaves at the end of the tick, with the tick's other events.
    * Throws FST_SSE_INVALID_TOPIC, FST_SSE_INVALID_FIELD or FST_SSE_INVALID_ID for bad input, before anything is kept.
    */
   publish (topic: string, data: string, options: PublishOptions = {}): Promise<string> {
@@ -160,7 +134,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     const subscribers: Record<string, number> = Object.create(null)
     for (const [name, topic] of this.#topics) subscribers[name] = topic.subscribers.size
     const { size, cutOff, endedByAge, endedByShutdown } = this.#settings.counters
-    const stats: HubStats = { openStreams: size, subscribers, published: this.#published, delivered: this.#delivered, cutOff, endedByAge, endedByShutdown }
+    const stats: HubStats = { openStreams: size, subscribers, published: this.#published, delivered: this.#writer.delivered, cutOff, endedByAge, endedByShutdown }
     const store = this.#settings.store.stats?.()
     if (store !== undefined) stats.store = store
     return stats
@@ -175,8 +149,8 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   async #append (topic: string, event: NewEvent): Promise<string> {
     if (this.#closed) throw new FST_SSE_HUB_CLOSED()
     const stored = await this.#settings.store.append(topic, event)
-    // A store that delivered while appending (the in-memory one): the subscribers have the event when this resolves.
-    this[kFlushTick]()
+    // A store that delivered while appending (the in-memory one) left the event with the writer, which writes it at
+    // the end of the tick with the tick's other events: a loop of awaited publishes goes out as one write per socket.
     this.#published++
     return stored.id
   }
@@ -209,8 +183,8 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   async #replay (subscription: Subscription, events: StoredEvent[]): Promise<boolean> {
     for (const event of events) {
       if (!this.#isCurrent(subscription)) return false
-      const written = subscription.stream.write(this.#frame(event))
-      this.#delivered++
+      const written = subscription.stream.write(this.#writer.frame(event))
+      this.#writer.delivered++
       if (!(await written)) return false
     }
     return this.#isCurrent(subscription)
@@ -220,175 +194,13 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     const pending = subscription.pending
     subscription.pending = null
     subscription.live = true
-    if (pending !== null) this.#write(subscription, pending, undefined)
+    if (pending !== null) this.#writer.goLive(subscription, pending)
     return this.#isCurrent(subscription)
   }
 
-  /**
-   * What the store delivers waits for the end of the tick (or for publish() to resolve), so that a tick's events
-   * reach each socket as one write. Anything else written to a subscriber's stream meanwhile first has this hub
-   * write what it holds for it (kRelease), so frames leave in the order they were written.
-   */
-  #dispatch (subscribers: Set<Subscription>, event: StoredEvent): void {
-    if (this.#tick.length === 0) process.nextTick(flushTick, this)
-    this.#tick.push(subscribers, event)
-  }
-
-  /**
-   * Something else is written to a subscriber's stream: what this tick holds for it goes first. The flush passes
-   * over these events again, and the subscriber's position (or its pending list) leaves them out then.
-   */
+  /** Something else is written to a subscriber's stream: what the writer holds for it goes first. */
   [kRelease] (stream: EventStream<any, any>): void {
-    if (this.#tick.length === 0 || this.#flushing) return
-    const subscription = this.#subscriptions.get(stream) as Subscription
-    const tick = this.#tick
-    const events: StoredEvent[] = []
-    for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
-    if (events.length > 0) this.#hand(subscription, events, undefined)
-  }
-
-  /**
-   * Writes the tick's events. One event goes to every subscriber as its one frame. Several go to each subscriber
-   * joined in one frame, made once for every subscriber that gets the same events (all of a topic's, say): a batch
-   * costs one write per socket, not one per event.
-   */
-  [kFlushTick] (): void {
-    const tick = this.#tick
-    if (tick.length === 0) return
-    this.#tick = []
-    this.#flushing = true
-    try {
-      this.#flush(tick)
-    } finally {
-      this.#flushing = false
-    }
-  }
-
-  #flush (tick: Array<Set<Subscription> | StoredEvent>): void {
-    if (tick.length === 2) {
-      const event = tick[1] as StoredEvent
-      const frame = this.#frame(event)
-      let events: StoredEvent[] | undefined
-      for (const subscription of tick[0] as Set<Subscription>) {
-        // The common case, kept as short as the direct path: a live subscriber that has not had this event yet.
-        if (subscription.live && event.seq > subscription.position && !subscription.stream.closed) {
-          subscription.position = event.seq
-          this.#delivered++
-          subscription.stream.write(frame)
-        } else {
-          this.#hand(subscription, events ??= [event], [frame])
-        }
-      }
-      return
-    }
-    const stamp = ++this.#stamp
-    const byTopic = new Map<Set<Subscription>, StoredEvent[]>()
-    for (let i = 0; i < tick.length; i += 2) {
-      const subscribers = tick[i] as Set<Subscription>
-      const events = byTopic.get(subscribers)
-      if (events === undefined) byTopic.set(subscribers, [tick[i + 1] as StoredEvent])
-      else events.push(tick[i + 1] as StoredEvent)
-    }
-    const joined = new Map<StoredEvent[] | string, Batch>()
-    for (const [subscribers, events] of byTopic) {
-      for (const subscription of subscribers) {
-        // A subscriber of several topics is met once for each: it gets its events once, merged in position order.
-        if (subscription.stamp === stamp) continue
-        subscription.stamp = stamp
-        const batch = subscription.topics.length === 1 ? this.#joined(joined, events, events) : this.#merged(joined, subscription, byTopic)
-        this.#hand(subscription, batch.events, batch.frames)
-      }
-    }
-  }
-
-  /** The events of one list as frames of up to JOIN_BYTES each (usually one), made once per flush. */
-  #joined (joined: Map<StoredEvent[] | string, Batch>, key: StoredEvent[] | string, events: StoredEvent[]): Batch {
-    let batch = joined.get(key)
-    if (batch === undefined) {
-      batch = { events, frames: this.#framesOf(events) }
-      joined.set(key, batch)
-    }
-    return batch
-  }
-
-  /**
-   * Frames joined up to JOIN_BYTES: a batch goes to a socket in one write, yet the buffer bound still applies to
-   * what a slow client would be sent (each joined frame is checked against it like any other).
-   */
-  #framesOf (events: StoredEvent[]): EncodedMessage[] {
-    if (events.length === 1) return [this.#frame(events[0])]
-    const frames: EncodedMessage[] = []
-    let group: EncodedMessage[] = []
-    let bytes = 0
-    for (const event of events) {
-      const frame = this.#frame(event)
-      if (bytes > 0 && bytes + frame.length > JOIN_BYTES) {
-        frames.push(joinFrames(group))
-        group = []
-        bytes = 0
-      }
-      group.push(frame)
-      bytes += frame.length
-    }
-    frames.push(joinFrames(group))
-    return frames
-  }
-
-  /** A subscriber of several topics: their events of the tick in position order, shared by the same topic set. */
-  #merged (joined: Map<StoredEvent[] | string, Batch>, subscription: Subscription, byTopic: Map<Set<Subscription>, StoredEvent[]>): Batch {
-    const key = subscription.topics.join('\n')
-    const known = joined.get(key)
-    if (known !== undefined) return known
-    const lists: StoredEvent[][] = []
-    for (const name of subscription.topics) {
-      const mine = byTopic.get((this.#topics.get(name) as Topic).subscribers)
-      if (mine !== undefined) lists.push(mine)
-    }
-    // Events of one of its topics only (a user's topic and a shared one, say): the topic's own frames, shared.
-    if (lists.length === 1) return this.#joined(joined, lists[0], lists[0])
-    const events = lists.flat().sort(bySeq)
-    return this.#joined(joined, key, events)
-  }
-
-  /** A subscriber's events of the tick: written if it is live, kept while its replay is written. */
-  #hand (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
-    // A stream of another registration ended without telling this hub: it leaves now.
-    if (subscription.stream.closed) {
-      this.unsubscribe(subscription.stream)
-    } else if (subscription.live) {
-      this.#write(subscription, events, frames)
-    } else {
-      const pending = subscription.pending ??= []
-      // A released subscriber meets the same events again in the flush.
-      for (const event of events) if (pending.length === 0 || event.seq > pending[pending.length - 1].seq) pending.push(event)
-      if (pending.length > this.#settings.maxPending) {
-        subscription.stream[kCutOff]('event stream client too slow: live events piled up behind its replay, closing it',
-          { pendingEvents: pending.length, maxPending: this.#settings.maxPending })
-      }
-    }
-  }
-
-  /**
-   * Writes events (in position order) to a live subscriber, leaving out those it has (a replay wrote them): all of
-   * them as the frames given when it has none of them, else joined for it alone.
-   */
-  #write (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
-    let first = 0
-    while (first < events.length && events[first].seq <= subscription.position) first++
-    if (first === events.length) return
-    const fresh = first === 0 ? events : events.slice(first)
-    subscription.position = fresh[fresh.length - 1].seq
-    this.#delivered += fresh.length
-    for (const frame of first === 0 && frames !== undefined ? frames : this.#framesOf(fresh)) subscription.stream.write(frame)
-  }
-
-  #frame (event: StoredEvent): EncodedMessage {
-    let frame = this.#frames.get(event)
-    if (frame === undefined) {
-      frame = encodeMessage(event.data, { id: event.id, event: event.event })
-      this.#frames.set(event, frame)
-    }
-    return frame
+    if (!this.#writer.idle) this.#writer.release(this.#subscriptions.get(stream) as Subscription)
   }
 
   #resyncFrame (lastEventId: string | undefined, topics: readonly string[], head: number): EncodedMessage {
@@ -399,7 +211,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     let topic = this.#topics.get(name)
     if (topic === undefined) {
       const subscribers = new Set<Subscription>()
-      const listening = listen(this.#settings.store, name, event => this.#dispatch(subscribers, event), err => this.#fail(name, subscribers, err))
+      const listening = listen(this.#settings.store, name, event => { this.#writer.dispatch(subscribers, event) }, err => this.#fail(name, subscribers, err))
       const created: Topic = { subscribers, listening }
       // A topic whose listening failed is forgotten, so that the next subscriber tries again.
       listening.catch(() => { if (this.#topics.get(name) === created) this.#topics.delete(name) })
@@ -433,14 +245,6 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
 }
 
 const noop = (): void => {}
-function flushTick (hub: EventHub<any>): void {
-  hub[kFlushTick]()
-}
-
-function bySeq (a: StoredEvent, b: StoredEvent): number {
-  return a.seq - b.seq
-}
-
 /** store.listen(), with a synchronous throw turned into a rejection like any other store failure. */
 async function listen (store: EventStore, topic: string, listener: StoreListener, onFailure: StoreFailure): Promise<() => Promise<void>> {
   return await store.listen(topic, listener, onFailure)

@@ -6,7 +6,7 @@ import http2 from 'node:http2'
 import net from 'node:net'
 import t, { type Test } from 'tap'
 import { injectEventStream, MemoryStore, type EventStore, type EventStream } from '../index.js'
-import { build, captureLogs, listen, readUntil, until } from './helpers.js'
+import { build, captureLogs, listen, readUntil, tick, until } from './helpers.js'
 
 /** Counts the socket writes that carry `marker` (whatever path they took). */
 function spyWrites (t: Test, marker: string): { writes: number } {
@@ -61,22 +61,34 @@ async function hubApp (t: Test, options: object = {}): Promise<{ app: Awaited<Re
   return { app, url: await listen(app), streams }
 }
 
-t.test('100 events published in one tick reach each of 3 subscribers in one socket write, byte-exact and in order', async t => {
-  const { app, url } = await hubApp(t)
-  const clients = await Promise.all([1, 2, 3].map(async () => await rawStream(url, '/events?topics=batch')))
-  await until(() => app.eventHub.stats().subscribers.batch === 3 && clients.every(client => dechunk(client.text()).chunks === 1), 'three subscribers with their position frame')
-  const counts = spyWrites(t, 'tick-')
-  const ids = await Promise.all(Array.from({ length: 100 }, (_, i) => app.eventHub.publish('batch', `tick-${i}`)))
-  const expected = ids.map((id, i) => `id: ${id}\ndata: tick-${i}\n\n`).join('')
-  await until(() => clients.every(client => dechunk(client.text()).body.endsWith('tick-99\n\n')), 'every event')
-  for (const client of clients) {
-    const { body, chunks } = dechunk(client.text())
-    t.equal(body.slice(body.indexOf('\n\n') + 2), expected, 'the 100 events, exactly, after the position frame')
-    t.equal(chunks, 2, 'the position frame, then one chunk for the 100 events')
-    client.socket.destroy()
+t.test('100 events published in one tick, not awaited or each awaited, reach each of 3 subscribers in one socket write, byte-exact and in order', async t => {
+  const shapes = {
+    // Fired in one tick, awaited together.
+    together: async (publish: (i: number) => Promise<string>) => await Promise.all(Array.from({ length: 100 }, async (_, i) => await publish(i))),
+    // As users write a batch: each publish awaited before the next.
+    awaited: async (publish: (i: number) => Promise<string>) => {
+      const ids: string[] = []
+      for (let i = 0; i < 100; i++) ids.push(await publish(i))
+      return ids
+    }
   }
-  t.equal(counts.writes, 3, 'one socket write per subscriber')
-  t.equal(app.eventHub.stats().delivered, 300)
+  for (const [shape, publishAll] of Object.entries(shapes)) {
+    const { app, url } = await hubApp(t)
+    const clients = await Promise.all([1, 2, 3].map(async () => await rawStream(url, `/events?topics=${shape}`)))
+    await until(() => app.eventHub.stats().subscribers[shape] === 3 && clients.every(client => dechunk(client.text()).chunks === 1), 'three subscribers with their position frame')
+    const counts = spyWrites(t, `${shape}-`)
+    const ids = await publishAll(async i => await app.eventHub.publish(shape, `${shape}-${i}`))
+    const expected = ids.map((id, i) => `id: ${id}\ndata: ${shape}-${i}\n\n`).join('')
+    await until(() => clients.every(client => dechunk(client.text()).body.endsWith(`${shape}-99\n\n`)), 'every event')
+    for (const client of clients) {
+      const { body, chunks } = dechunk(client.text())
+      t.equal(body.slice(body.indexOf('\n\n') + 2), expected, `${shape}: the 100 events, exactly, after the position frame`)
+      t.equal(chunks, 2, `${shape}: the position frame, then one chunk for the 100 events`)
+      client.socket.destroy()
+    }
+    t.equal(counts.writes, 3, `${shape}: one socket write per subscriber`)
+    t.equal(app.eventHub.stats().delivered, 300)
+  }
 })
 
 t.test('one event per tick: one ready-made chunk per event, each written as it comes', async t => {
@@ -142,6 +154,59 @@ t.test('order: message() and the hub in the same tick leave in the order they we
   await until(() => client.text().endsWith('0\r\n\r\n'), 'the end of the body')
   t.match(body().slice(before), /data: m3\n\nid: \d+\ndata: h4\n\n$/, 'h4, then the end')
   client.socket.destroy()
+})
+
+t.test('order: awaited publishes and message() in one loop, then close(): every frame in the order written, on HTTP/1.1, HTTP/2 and app.inject()', async t => {
+  /** Publishes h0..h9 awaited, each followed by a message() to the subscriber, then closes it: what the client must get. */
+  async function loop (app: Awaited<ReturnType<typeof build>>, stream: EventStream, topic: string): Promise<string> {
+    let expected = ''
+    for (let i = 0; i < 10; i++) {
+      const id = await app.eventHub.publish(topic, `h${i}`)
+      stream.message(`m${i}`)
+      expected += `id: ${id}\ndata: h${i}\n\ndata: m${i}\n\n`
+    }
+    // The last publish, awaited right before close(): its event still goes first.
+    const id = await app.eventHub.publish(topic, 'last')
+    await stream.close()
+    return expected + `id: ${id}\ndata: last\n\n`
+  }
+
+  const { app, url, streams } = await hubApp(t)
+  const client = await rawStream(url, '/events?topics=l1')
+  await until(() => dechunk(client.text()).chunks === 1 && streams.length === 1, 'the HTTP/1.1 subscriber')
+  const expected = await loop(app, streams[0], 'l1')
+  await until(() => client.text().endsWith('0\r\n\r\n'), 'the end of the HTTP/1.1 body')
+  const { body } = dechunk(client.text())
+  t.equal(body.slice(body.indexOf('\n\n') + 2), expected, 'HTTP/1.1 chunked')
+  client.socket.destroy()
+
+  const injected = await injectEventStream(app, '/events?topics=l2')
+  const received: string[] = []
+  const reading = (async () => { for await (const event of injected) received.push(`${event.lastEventId === '' ? '' : `id: ${event.lastEventId}\n`}data: ${event.data}\n\n`) })()
+  await until(() => app.eventHub.stats().subscribers.l2 === 1 && streams.length === 2, 'the injected subscriber')
+  await tick()
+  const injectedExpected = await loop(app, streams[1], 'l2')
+  await reading
+  // The client's parser keeps the last id for events without one: compare what the frames carried, in order.
+  t.same(received.map(frame => frame.replace(/^id: .*\n(data: m)/, '$1')), injectedExpected.split(/(?<=\n\n)/), 'app.inject()')
+
+  const h2app = await build(t, { heartbeat: false }, { http2: true })
+  const h2streams: EventStream[] = []
+  h2app.get('/events', (_request, reply) => {
+    const stream = reply.sse()
+    h2streams.push(stream)
+    h2app.eventHub.subscribe(stream, 'l3')
+  })
+  const session = http2.connect(await listen(h2app))
+  t.teardown(() => session.close())
+  const request = session.request({ ':path': '/events' })
+  request.setEncoding('utf8')
+  const position = await readUntil(request, '\n\n')
+  await until(() => h2app.eventHub.stats().subscribers.l3 === 1, 'the HTTP/2 subscriber')
+  const h2expected = await loop(h2app, h2streams[0], 'l3')
+  let text = ''
+  for await (const chunk of request) text += chunk as string
+  t.equal((position + text).slice(position.indexOf('\n\n') + 2), h2expected, 'HTTP/2')
 })
 
 t.test('bounds: ticks of 200 KiB reach a reading client in full, and a client that stopped reading is cut off at the bound', async t => {
@@ -283,6 +348,7 @@ t.test('a stream of another registration that ended is dropped by a tick of seve
   t.equal(await app.eventHub.subscribe(stream as EventStream, 'gone'), true)
   await response.close()
   await Promise.all([app.eventHub.publish('gone', 'x'), app.eventHub.publish('gone', 'y')])
+  await tick()
   t.same(app.eventHub.stats().subscribers, {})
   t.equal(app.eventHub.stats().delivered, 0)
 })

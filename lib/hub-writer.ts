@@ -1,0 +1,242 @@
+import { encodeMessage, type EncodedMessage } from './encode.js'
+import type { StoredEvent } from './stores/store.js'
+import { kCutOff, type EventStream } from './stream.js'
+
+/** A stream's subscription to its topics, kept by the hub and written to by its writer. */
+export interface Subscription {
+  readonly stream: EventStream<any, any>
+  readonly topics: readonly string[]
+  /** The newest position written to the stream: live events at or below it were replayed already. */
+  position: number
+  /** False while the replay is written: live events wait in `pending` meanwhile (null while none waits). */
+  live: boolean
+  pending: StoredEvent[] | null
+  /** The last flush that handled this subscriber (see HubWriter#flush). */
+  stamp: number
+}
+
+/** What the writer asks of its hub. */
+export interface WriterHost {
+  /** The subscribers of a topic this instance reads. */
+  subscribers: (topic: string) => Set<Subscription> | undefined
+  /** Takes a stream that ended without telling the hub out of its topics. */
+  unsubscribe: (stream: EventStream<any, any>) => void
+  /** How many live events may wait for one subscriber while its replay is written, before it is cut off. */
+  readonly maxPending: number
+}
+
+/** A tick's events for one subscriber are joined into frames of up to this many bytes (one write each). */
+const JOIN_BYTES = 64 * 1024
+
+/** A list of events of one tick, and the frames that carry them. */
+interface Batch {
+  readonly events: StoredEvent[]
+  readonly frames: EncodedMessage[]
+}
+
+function joinFrames (frames: EncodedMessage[]): EncodedMessage {
+  return (frames.length === 1 ? frames[0] : Buffer.concat(frames)) as EncodedMessage
+}
+
+function bySeq (a: StoredEvent, b: StoredEvent): number {
+  return a.seq - b.seq
+}
+
+function flushTick (writer: HubWriter): void {
+  writer.flush()
+}
+
+/**
+ * The hub's writing side. What the store delivers waits for the end of the tick, so that a tick's events (a loop of
+ * publishes, awaited or not; a page the Redis reader read) reach each socket as one write: one frame per subscriber,
+ * joined once for every subscriber that gets the same events. Anything else written to a subscriber's stream
+ * meanwhile first has this writer write what it holds for it (release), so frames leave in the order they were
+ * written. Each stored event is encoded once, for every live subscriber and every replay that includes it.
+ */
+export class HubWriter {
+  /** Frames handed to subscribers' write queues, replayed or live. */
+  delivered = 0
+  readonly #host: WriterHost
+  /** The store's deliveries of this tick: a topic's subscribers, then the event, and so on (see dispatch). */
+  #tick: Array<Set<Subscription> | StoredEvent> = []
+  /** Marks the subscribers a flush of several events has handled (a subscriber of several topics is met once for each). */
+  #stamp = 0
+  /** True while a flush writes: the writer's own writes release nothing. */
+  #flushing = false
+  readonly #frames = new WeakMap<StoredEvent, EncodedMessage>()
+
+  constructor (host: WriterHost) {
+    this.#host = host
+  }
+
+  /** An event the store delivered to a topic's subscribers: written at the end of the tick. */
+  dispatch (subscribers: Set<Subscription>, event: StoredEvent): void {
+    if (this.#tick.length === 0) process.nextTick(flushTick, this)
+    this.#tick.push(subscribers, event)
+  }
+
+  /** True when nothing waits to be written (or the writer writes it now): a write to a stream has nothing to release. */
+  get idle (): boolean {
+    return this.#tick.length === 0 || this.#flushing
+  }
+
+  /**
+   * Something else is written to a subscriber's stream: what this tick holds for it goes first. The flush passes
+   * over these events again, and the subscriber's position (or its pending list) leaves them out then.
+   */
+  release (subscription: Subscription): void {
+    const tick = this.#tick
+    const events: StoredEvent[] = []
+    for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
+    if (events.length > 0) this.#hand(subscription, events, undefined)
+  }
+
+  /**
+   * Writes the tick's events. One event goes to every subscriber as its one frame. Several go to each subscriber
+   * joined in one frame, made once for every subscriber that gets the same events (all of a topic's, say): a batch
+   * costs one write per socket, not one per event.
+   */
+  flush (): void {
+    // Called once per tick that had a delivery (see dispatch): the tick holds one at least.
+    const tick = this.#tick
+    this.#tick = []
+    this.#flushing = true
+    try {
+      if (tick.length === 2) this.#flushOne(tick[0] as Set<Subscription>, tick[1] as StoredEvent)
+      else this.#flushMany(tick)
+    } finally {
+      this.#flushing = false
+    }
+  }
+
+  /** The events of a subscriber whose replay is written, once it is live. */
+  goLive (subscription: Subscription, pending: StoredEvent[]): void {
+    this.#write(subscription, pending, undefined)
+  }
+
+  frame (event: StoredEvent): EncodedMessage {
+    let frame = this.#frames.get(event)
+    if (frame === undefined) {
+      frame = encodeMessage(event.data, { id: event.id, event: event.event })
+      this.#frames.set(event, frame)
+    }
+    return frame
+  }
+
+  #flushOne (subscribers: Set<Subscription>, event: StoredEvent): void {
+    const frame = this.frame(event)
+    let events: StoredEvent[] | undefined
+    for (const subscription of subscribers) {
+      // The common case, kept as short as the direct path: a live subscriber that has not had this event yet.
+      if (subscription.live && event.seq > subscription.position && !subscription.stream.closed) {
+        subscription.position = event.seq
+        this.delivered++
+        subscription.stream.write(frame)
+      } else {
+        this.#hand(subscription, events ??= [event], [frame])
+      }
+    }
+  }
+
+  #flushMany (tick: Array<Set<Subscription> | StoredEvent>): void {
+    const stamp = ++this.#stamp
+    const byTopic = new Map<Set<Subscription>, StoredEvent[]>()
+    for (let i = 0; i < tick.length; i += 2) {
+      const subscribers = tick[i] as Set<Subscription>
+      const events = byTopic.get(subscribers)
+      if (events === undefined) byTopic.set(subscribers, [tick[i + 1] as StoredEvent])
+      else events.push(tick[i + 1] as StoredEvent)
+    }
+    const joined = new Map<StoredEvent[] | string, Batch>()
+    for (const [subscribers, events] of byTopic) {
+      for (const subscription of subscribers) {
+        // A subscriber of several topics is met once for each: it gets its events once, merged in position order.
+        if (subscription.stamp === stamp) continue
+        subscription.stamp = stamp
+        const batch = subscription.topics.length === 1 ? this.#joined(joined, events, events) : this.#merged(joined, subscription, byTopic)
+        this.#hand(subscription, batch.events, batch.frames)
+      }
+    }
+  }
+
+  /** The events of one list as frames of up to JOIN_BYTES each (usually one), made once per flush. */
+  #joined (joined: Map<StoredEvent[] | string, Batch>, key: StoredEvent[] | string, events: StoredEvent[]): Batch {
+    let batch = joined.get(key)
+    if (batch === undefined) {
+      batch = { events, frames: this.#framesOf(events) }
+      joined.set(key, batch)
+    }
+    return batch
+  }
+
+  /**
+   * Frames joined up to JOIN_BYTES: a batch goes to a socket in one write, yet the buffer bound still applies to
+   * what a slow client would be sent (each joined frame is checked against it like any other).
+   */
+  #framesOf (events: StoredEvent[]): EncodedMessage[] {
+    if (events.length === 1) return [this.frame(events[0])]
+    const frames: EncodedMessage[] = []
+    let group: EncodedMessage[] = []
+    let bytes = 0
+    for (const event of events) {
+      const frame = this.frame(event)
+      if (bytes > 0 && bytes + frame.length > JOIN_BYTES) {
+        frames.push(joinFrames(group))
+        group = []
+        bytes = 0
+      }
+      group.push(frame)
+      bytes += frame.length
+    }
+    frames.push(joinFrames(group))
+    return frames
+  }
+
+  /** A subscriber of several topics: their events of the tick in position order, shared by the same topic set. */
+  #merged (joined: Map<StoredEvent[] | string, Batch>, subscription: Subscription, byTopic: Map<Set<Subscription>, StoredEvent[]>): Batch {
+    const key = subscription.topics.join('\n')
+    const known = joined.get(key)
+    if (known !== undefined) return known
+    const lists: StoredEvent[][] = []
+    for (const name of subscription.topics) {
+      const mine = byTopic.get(this.#host.subscribers(name) as Set<Subscription>)
+      if (mine !== undefined) lists.push(mine)
+    }
+    // Events of one of its topics only (a user's topic and a shared one, say): the topic's own frames, shared.
+    if (lists.length === 1) return this.#joined(joined, lists[0], lists[0])
+    const events = lists.flat().sort(bySeq)
+    return this.#joined(joined, key, events)
+  }
+
+  /** A subscriber's events of the tick: written if it is live, kept while its replay is written. */
+  #hand (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
+    // A stream of another registration ended without telling the hub: it leaves now.
+    if (subscription.stream.closed) {
+      this.#host.unsubscribe(subscription.stream)
+    } else if (subscription.live) {
+      this.#write(subscription, events, frames)
+    } else {
+      const pending = subscription.pending ??= []
+      // A released subscriber meets the same events again in the flush.
+      for (const event of events) if (pending.length === 0 || event.seq > pending[pending.length - 1].seq) pending.push(event)
+      if (pending.length > this.#host.maxPending) {
+        subscription.stream[kCutOff]('event stream client too slow: live events piled up behind its replay, closing it',
+          { pendingEvents: pending.length, maxPending: this.#host.maxPending })
+      }
+    }
+  }
+
+  /**
+   * Writes events (in position order) to a live subscriber, leaving out those it has (a replay wrote them): all of
+   * them as the frames given when it has none of them, else joined for it alone.
+   */
+  #write (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
+    let first = 0
+    while (first < events.length && events[first].seq <= subscription.position) first++
+    if (first === events.length) return
+    const fresh = first === 0 ? events : events.slice(first)
+    subscription.position = fresh[fresh.length - 1].seq
+    this.delivered += fresh.length
+    for (const frame of first === 0 && frames !== undefined ? frames : this.#framesOf(fresh)) subscription.stream.write(frame)
+  }
+}
