@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import http2 from 'node:http2'
 import net from 'node:net'
 import t, { type Test } from 'tap'
-import { injectEventStream, MemoryStore, type EventStore, type EventStream } from '../index.js'
+import { encodeMessage, injectEventStream, MemoryStore, type EventStore, type EventStream } from '../index.js'
 import { build, captureLogs, listen, readUntil, tick, until } from './helpers.js'
 
 /** Counts the socket writes that carry `marker` (whatever path they took). */
@@ -89,6 +89,40 @@ t.test('100 events published in one tick, not awaited or each awaited, reach eac
     t.equal(counts.writes, 3, `${shape}: one socket write per subscriber`)
     t.equal(app.eventHub.stats().delivered, 300)
   }
+})
+
+t.test('stream.write() in a loop: the first frame of a tick goes straight to the socket, the rest of the tick in one more write', async t => {
+  const app = await build(t, { heartbeat: false })
+  const streams: EventStream[] = []
+  app.get('/raw', (_request, reply) => { streams.push(reply.sse()) })
+  const url = await listen(app)
+  const clients = await Promise.all([1, 2, 3].map(async () => await rawStream(url, '/raw')))
+  await until(() => streams.length === 3 && clients.every(client => client.text().includes('\r\n\r\n')), 'three open streams')
+  const counts = spyWrites(t, 'loop-')
+  const frames = Array.from({ length: 100 }, (_, i) => encodeMessage(`loop-${i}`))
+  // A broadcast loop as users write it: each frame to every stream, all in one tick.
+  await new Promise<void>(resolve => setImmediate(() => {
+    for (const frame of frames) for (const stream of streams) stream.write(frame).catch(() => {})
+    resolve()
+  }))
+  const expected = frames.map(frame => frame.toString()).join('')
+  await until(() => clients.every(client => dechunk(client.text()).body.endsWith('loop-99\n\n')), 'every frame')
+  for (const client of clients) {
+    const { body, chunks } = dechunk(client.text())
+    t.equal(body, expected, 'the 100 frames, exactly, in order')
+    t.equal(chunks, 2, 'the first frame as its own chunk, then one for the other 99')
+    client.socket.destroy()
+  }
+  t.equal(counts.writes, 6, 'two socket writes per stream')
+  // The next tick starts straight again.
+  const next = await rawStream(url, '/raw')
+  await until(() => streams.length === 4 && next.text().includes('\r\n\r\n'), 'a fourth stream')
+  await streams[3].write(encodeMessage('loop-next-1'))
+  await tick()
+  await streams[3].write(encodeMessage('loop-next-2'))
+  await until(() => dechunk(next.text()).body.endsWith('loop-next-2\n\n'), 'both frames')
+  t.equal(dechunk(next.text()).chunks, 2, 'one chunk each: a frame per tick keeps the direct path')
+  next.socket.destroy()
 })
 
 t.test('one event per tick: one ready-made chunk per event, each written as it comes', async t => {
