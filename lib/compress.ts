@@ -99,21 +99,50 @@ const ZLIB_HEADER = Buffer.from([0x78, 0x9c])
 const FINAL_BLOCK = Buffer.from([0x03, 0x00])
 const EMPTY = Buffer.alloc(0)
 
+/** The last bytes of a stream's text (at most its window), which the next write is compressed against. Immutable. */
+interface History {
+  readonly bytes: Buffer
+  /** crc32 of the bytes: streams whose texts end the same are found by it, and share one History from then on. */
+  readonly crc: number
+}
+
+/** What a write made of one history: the compressed bytes, and the history after it. */
+interface Step {
+  readonly chunk: Uint8Array
+  readonly from: History
+  readonly compressed: Buffer
+  readonly to: History
+}
+
+/** Each setting's empty history: where every stream with those settings starts. */
+const roots = new Map<string, History>()
+
+/**
+ * This tick's steps, by the crc of the chunk written and of the history it was compressed against: a frame that goes
+ * to many streams (a hub event, a heartbeat, the same message() to each) is compressed once for every stream whose
+ * text ends the same, and those streams share the history after it. Kept for the rest of the tick only, so that no
+ * stream's text outlives the fan-out.
+ */
+let steps = new Map<number, Map<number, Step>>()
+function forgetSteps (): void {
+  steps = new Map()
+}
+
 /**
  * Compresses one stream's body, one write at a time, in constant memory. Each write is compressed at once and ends
  * in a sync flush (the client can decode it whole before the next one is sent) by a compressor that lives for that
  * write only: it starts from the last `window` bytes of the stream's text as its dictionary, so that its output
  * continues the same deflate data (a sync flush leaves it on a byte boundary, and a decoder's window holds that
- * text). Between writes a stream keeps those bytes and a checksum, not a compressor's hundreds of KiB.
+ * text). Between writes a stream keeps those bytes and a checksum, not a compressor's hundreds of KiB; streams whose
+ * texts end the same keep one copy, and a frame written to all of them in a tick is compressed once: deflate's output
+ * depends on the dictionary and the input alone, so each gets the same bytes it would have compressed itself.
  */
 export class StreamEncoder {
   readonly encoding: StreamEncoding
   readonly #level: number
   readonly #window: number
   readonly #windowBits: number
-  /** The last bytes of the stream's text: the first #kept bytes of one buffer of `window` bytes, made on first use. */
-  #history: Buffer = EMPTY
-  #kept = 0
+  #history: History
   #started = false
   #check: number
   #length = 0
@@ -126,18 +155,22 @@ export class StreamEncoder {
     // allocates less (under malloc's mmap threshold) is made and freed much faster, and what it emits is the same.
     this.#windowBits = Math.min(15, Math.max(9, Math.ceil(Math.log2(settings.window + LOOKAHEAD))))
     this.#check = encoding === 'gzip' ? 0 : 1
+    const setting = `${settings.level}:${settings.window}`
+    let root = roots.get(setting)
+    if (root === undefined) {
+      root = { bytes: EMPTY, crc: 0 }
+      roots.set(setting, root)
+    }
+    this.#history = root
   }
 
   /** The compressed form of the next bytes of the body. */
   encode (chunk: Uint8Array): Buffer {
-    const compressed = deflateRawSync(chunk, {
-      level: this.#level,
-      windowBits: this.#windowBits,
-      finishFlush: constants.Z_SYNC_FLUSH,
-      ...(this.#kept > 0 ? { dictionary: this.#history.subarray(0, this.#kept) } : undefined)
-    })
-    this.#remember(chunk)
-    return this.#start(compressed)
+    const step = this.#step(chunk)
+    this.#history = step.to
+    this.#length = (this.#length + chunk.length) % 0x100000000
+    this.#check = this.encoding === 'gzip' ? crc32(chunk, this.#check) : adler32(chunk, this.#check)
+    return this.#start(step.compressed)
   }
 
   /** What ends the body: a final empty block and the coding's trailer (the header too, if nothing was written). */
@@ -149,9 +182,32 @@ export class StreamEncoder {
     } else {
       trailer.writeUInt32BE(this.#check >>> 0, 0)
     }
-    this.#history = EMPTY
-    this.#kept = 0
     return this.#start(Buffer.concat([FINAL_BLOCK, trailer]))
+  }
+
+  /** This tick's step for the chunk from this stream's history, or a new one (then kept for the tick). */
+  #step (chunk: Uint8Array): Step {
+    const from = this.#history
+    const chunkCrc = crc32(chunk)
+    let byHistory = steps.get(chunkCrc)
+    const known = byHistory?.get(from.crc)
+    if (known !== undefined && (known.from === from || known.from.bytes.equals(from.bytes)) &&
+      (known.chunk === chunk || Buffer.from(known.chunk.buffer, known.chunk.byteOffset, known.chunk.length).equals(chunk))) return known
+    const compressed = deflateRawSync(chunk, {
+      level: this.#level,
+      windowBits: this.#windowBits,
+      finishFlush: constants.Z_SYNC_FLUSH,
+      ...(from.bytes.length > 0 ? { dictionary: from.bytes } : undefined)
+    })
+    const bytes = following(from.bytes, chunk, this.#window)
+    const step: Step = { chunk, from, compressed, to: { bytes, crc: crc32(bytes) } }
+    if (byHistory === undefined) {
+      if (steps.size === 0) process.nextTick(forgetSteps)
+      byHistory = new Map()
+      steps.set(chunkCrc, byHistory)
+    }
+    byHistory.set(from.crc, step)
+    return step
   }
 
   #start (data: Buffer): Buffer {
@@ -159,23 +215,17 @@ export class StreamEncoder {
     this.#started = true
     return Buffer.concat([this.encoding === 'gzip' ? GZIP_HEADER : ZLIB_HEADER, data])
   }
+}
 
-  #remember (chunk: Uint8Array): void {
-    this.#length = (this.#length + chunk.length) % 0x100000000
-    this.#check = this.encoding === 'gzip' ? crc32(chunk, this.#check) : adler32(chunk, this.#check)
-    const window = this.#window
-    // One buffer per stream, shifted in place: no allocation per write, so nothing for the allocator to fragment.
-    if (this.#history === EMPTY) this.#history = Buffer.allocUnsafeSlow(window)
-    if (chunk.length >= window) {
-      this.#history.set(chunk.subarray(chunk.length - window))
-      this.#kept = window
-    } else {
-      const kept = Math.min(this.#kept, window - chunk.length)
-      this.#history.copyWithin(0, this.#kept - kept, this.#kept)
-      this.#history.set(chunk, kept)
-      this.#kept = kept + chunk.length
-    }
-  }
+/** The last `window` bytes of a text that ended with `before` and goes on with `chunk`. */
+function following (before: Buffer, chunk: Uint8Array, window: number): Buffer {
+  if (chunk.length >= window) return Buffer.from(chunk.subarray(chunk.length - window))
+  const kept = Math.min(before.length, window - chunk.length)
+  // Its own memory (not a slice of the shared pool): a stream keeps it until its next write.
+  const bytes = Buffer.allocUnsafeSlow(kept + chunk.length)
+  before.copy(bytes, 0, before.length - kept)
+  bytes.set(chunk, kept)
+  return bytes
 }
 
 const ADLER_MOD = 65521

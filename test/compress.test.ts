@@ -330,6 +330,45 @@ t.test('the encoder: many writes of every size, with small and large windows, ma
   t.equal(adler32(Buffer.alloc(100_000, 0xff)), inflateAdler(Buffer.alloc(100_000, 0xff)), 'Adler-32 across many blocks')
 })
 
+t.test('the encoder: a frame written to many streams in a tick is compressed once for those whose texts end the same; each body decodes byte-exact', async t => {
+  const settings = { encodings: ['gzip', 'deflate'] as const, level: 6, window: 256 }
+  const streams = ['gzip', 'gzip', 'deflate', 'gzip'].map(encoding => ({ encoder: new StreamEncoder(encoding as 'gzip' | 'deflate', { ...settings, encodings: [...settings.encodings] }), parts: [] as Buffer[], text: [] as Buffer[] }))
+  const write = (stream: typeof streams[number], chunk: Buffer): Buffer => {
+    const compressed = stream.encoder.encode(chunk)
+    stream.parts.push(compressed)
+    stream.text.push(chunk)
+    return compressed
+  }
+  const frame = (i: number): Buffer => Buffer.from(`id: ${i}\ndata: {"price":${100 + i},"symbol":"ABC"}\n\n`)
+  // The first write: each its own header, the same compressed data after it.
+  const firsts = streams.map(stream => write(stream, frame(0)))
+  t.ok(firsts.every(first => first.subarray(first.length - 20).equals(firsts[0].subarray(firsts[0].length - 20))), 'the first event compressed alike')
+  for (let i = 1; i < 5; i++) {
+    const outputs = streams.map(stream => write(stream, frame(i)))
+    t.ok(outputs.every(output => output === outputs[0]), `event ${i}: one compressed buffer for all four (gzip and deflate alike)`)
+  }
+  // One stream gets a frame of its own: its text differs, so it compresses the next events for itself...
+  write(streams[3], Buffer.from('data: only for the last one\n\n'))
+  const diverged = streams.map(stream => write(stream, frame(5)))
+  t.equal(diverged[1], diverged[0])
+  t.not(diverged[3], diverged[0], 'a stream whose text ends otherwise compresses for itself')
+  // ...until a window of shared text later, when its text ends as the others' do again.
+  let i = 6
+  for (let shared = 0; shared < 256; shared += frame(i).length, i++) streams.forEach(stream => write(stream, frame(i)))
+  const rejoined = streams.map(stream => write(stream, frame(i)))
+  t.equal(rejoined[3], rejoined[0], 'after a window of shared text it shares the compressed frames again')
+  // The next tick: no step is kept, yet streams that share a history still compress once.
+  await new Promise(resolve => setImmediate(resolve))
+  const nextTick = streams.map(stream => write(stream, frame(i + 1)))
+  t.ok(nextTick.every(output => output === nextTick[0]), 'the next tick: one compressed buffer for all four')
+  for (const [n, stream] of streams.entries()) {
+    stream.parts.push(stream.encoder.finish())
+    const body = Buffer.concat(stream.parts)
+    const decoded = stream.encoder.encoding === 'gzip' ? gunzipSync(body) : inflateSync(body)
+    t.ok(decoded.equals(Buffer.concat(stream.text)), `stream ${n} (${stream.encoder.encoding}) decodes to exactly its text`)
+  }
+})
+
 /** The Adler-32 that zlib writes for some bytes: the last four bytes of a zlib body. */
 function inflateAdler (data: Buffer): number {
   const body = deflateSync(data)
