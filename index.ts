@@ -89,6 +89,7 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
       retry,
       registry,
       lastEventIdQuery,
+      heartbeat,
       compression: streamOptions?.compression === undefined ? compression : resolveCompression(streamOptions.compression, 'sse() compression')
     })
     ;(this as StreamReply)[kStream] = stream

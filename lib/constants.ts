@@ -12,6 +12,12 @@ export const CONNECTION_VALUE = 'keep-alive'
 export const CACHE_CONTROL_HEADER = 'cache-control'
 export const CACHE_CONTROL_VALUE = 'no-cache'
 
+/**
+ * Says the heartbeat interval (ms), so that a client can tell a silent dead connection from a quiet stream: this
+ * plugin's client reconnects after three intervals without a byte.
+ */
+export const HEARTBEAT_HEADER = 'event-stream-heartbeat'
+
 /** Stops nginx from buffering the response. */
 export const ACCEL_BUFFERING_HEADER = 'x-accel-buffering'
 export const ACCEL_BUFFERING_VALUE = 'no'

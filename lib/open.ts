@@ -1,7 +1,7 @@
 import type { FastifyReply } from 'fastify'
 import {
   ACCEL_BUFFERING_HEADER, ACCEL_BUFFERING_VALUE, CACHE_CONTROL_HEADER, CACHE_CONTROL_VALUE, CONNECTION_HEADER,
-  CONNECTION_VALUE, CONTENT_TYPE_HEADER, CONTENT_TYPE_VALUE, LAST_EVENT_ID_HEADER
+  CONNECTION_VALUE, CONTENT_TYPE_HEADER, CONTENT_TYPE_VALUE, HEARTBEAT_HEADER, LAST_EVENT_ID_HEADER
 } from './constants.js'
 import { negotiateEncoding, StreamEncoder, type ResolvedCompression } from './compress.js'
 import { encodeRetry } from './encode.js'
@@ -16,6 +16,8 @@ export interface OpenSettings {
   lastEventIdQuery: string | false
   /** Compression for this stream (the route's, else the plugin's), undefined when off. */
   compression: ResolvedCompression | undefined
+  /** The heartbeat interval (ms), said in a header; false when there is none. */
+  heartbeat: number | false
 }
 
 type Headers = Record<string, number | string | string[] | undefined>
@@ -43,8 +45,13 @@ export function openEventStream (reply: FastifyReply, status: number | undefined
   const headers = streamHeaders(reply, raw)
   if (compression !== undefined) {
     // Caches must tell clients apart by what they accept, whatever this one got.
-    headers.vary = appendVary(headers.vary)
+    headers.vary = appendName(headers.vary, 'Accept-Encoding')
     if (encoding !== undefined) headers['content-encoding'] = encoding
+  }
+  if (settings.heartbeat !== false) {
+    headers[HEARTBEAT_HEADER] = String(settings.heartbeat)
+    // A cross-origin page reads a response header only when CORS exposes it.
+    if (headers['access-control-allow-origin'] !== undefined) headers['access-control-expose-headers'] = appendName(headers['access-control-expose-headers'], HEARTBEAT_HEADER)
   }
   raw.writeHead(code, headers)
   const encoder = encoding === undefined ? undefined : new StreamEncoder(encoding, compression as ResolvedCompression)
@@ -87,11 +94,14 @@ function streamHeaders (reply: FastifyReply, raw: { hasHeader (name: string): bo
   return headers
 }
 
-/** A Vary header that names Accept-Encoding, added to what another plugin (CORS: Origin) put there. */
-function appendVary (vary: number | string | string[] | undefined): string {
-  const names = (Array.isArray(vary) ? vary.join(',') : vary === undefined ? '' : String(vary)).split(',').map(name => name.trim()).filter(name => name !== '')
-  if (names.some(name => name === '*' || name.toLowerCase() === 'accept-encoding')) return names.join(', ')
-  return [...names, 'Accept-Encoding'].join(', ')
+/**
+ * A header listing names with `name` added, unless it is there or `*` is: Vary (after what CORS put there: Origin),
+ * Access-Control-Expose-Headers.
+ */
+function appendName (list: number | string | string[] | undefined, name: string): string {
+  const names = (Array.isArray(list) ? list.join(',') : list === undefined ? '' : String(list)).split(',').map(item => item.trim()).filter(item => item !== '')
+  if (names.some(item => item === '*' || item.toLowerCase() === name.toLowerCase())) return names.join(', ')
+  return [...names, name].join(', ')
 }
 
 function lastEventIdOf (value: unknown): unknown {

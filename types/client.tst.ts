@@ -70,8 +70,12 @@ test('options, state and errors', () => {
     raw: ['note'],
     retry: 1000,
     maxRetryDelay: 30_000,
+    idleTimeout: 45_000,
     share: true
   } satisfies ConnectOptions)
+  expect(connect).type.toBeCallableWith('/events', { idleTimeout: false })
+  expect(connect).type.not.toBeCallableWith('/events', { idleTimeout: true })
+  expect(new EventClientError('FST_SSE_CLIENT_IDLE', 'x').code).type.toBe<ClientErrorCode>()
   expect(connect).type.toBeCallableWith(() => new URL('https://example.com/events'), { key: 'events', storage: { load: () => null, save: (_id: string) => {} } })
   const client = connect('/events')
   expect(client.state).type.toBe<ClientState>()

@@ -61,6 +61,13 @@ export interface ConnectOptions {
   retry?: number
   /** The longest wait between failed attempts (ms). Default 30000. */
   maxRetryDelay?: number
+  /**
+   * Milliseconds without a byte after which an open stream counts as dead (a half-open connection after a sleep or a
+   * network switch, which the OS may not notice for many minutes) and the client reconnects with its last id; false
+   * for none. Default: three heartbeat intervals when the server says its interval (this plugin's
+   * Event-Stream-Heartbeat header), else none.
+   */
+  idleTimeout?: number | false
   /** Share one connection among this origin's tabs that ask for the same key (Web Locks and BroadcastChannel). */
   share?: boolean
   /** The fetch to use (default: the global one). */
@@ -78,6 +85,10 @@ const RECENT = 256
 const HANDOVER_MS = 100
 /** The longest delay setTimeout takes (a longer one fires at once): a Retry-After of weeks waits this long. */
 const MAX_TIMER_MS = 2 ** 31 - 1
+/** The response header in which this plugin's server says its heartbeat interval (ms). */
+const HEARTBEAT_HEADER = 'event-stream-heartbeat'
+/** Heartbeat intervals of silence after which a stream counts as dead: a stream is silent for two at most. */
+const IDLE_HEARTBEATS = 3
 
 /** A wait of full jitter: anywhere from 0 to base x 2^(failures - 1), capped (AWS's "full jitter" backoff). */
 export function backoff (failures: number, base: number, max: number, random: () => number = Math.random): number {
@@ -236,7 +247,7 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
     }
     this.#setState('open', undefined)
     // A body-less answer (HEAD, say) is a stream that ended at once.
-    if (response.body !== null) await this.#read(response.body)
+    if (response.body !== null) await this.#read(response.body, this.#idleTimeout(response))
     else this.#setState('connecting', undefined)
     return true
   }
@@ -264,17 +275,47 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
     }
   }
 
-  /** Reads the stream until it ends; a break after the open is not a failure: the next attempt comes after `retry`. */
-  async #read (body: ReadableStream<Uint8Array>): Promise<void> {
+  /** The option, else three heartbeat intervals of the server's, else none. */
+  #idleTimeout (response: Response): number | undefined {
+    const { idleTimeout } = this.#options
+    if (idleTimeout !== undefined) return idleTimeout === false ? undefined : idleTimeout
+    const heartbeat = Number(response.headers.get(HEARTBEAT_HEADER) ?? NaN)
+    return Number.isSafeInteger(heartbeat) && heartbeat > 0 ? Math.min(heartbeat * IDLE_HEARTBEATS, MAX_TIMER_MS) : undefined
+  }
+
+  /**
+   * Reads the stream until it ends; a break after the open is not a failure: the next attempt comes after `retry`.
+   * With an idle timeout, a stream that sends nothing for that long is given up (while an iterator holds events the
+   * client is not reading, and silence is not the server's).
+   */
+  async #read (body: ReadableStream<Uint8Array>, idleTimeout: number | undefined): Promise<void> {
     const reader = body.getReader()
     const decoder = new TextDecoder()
     const parser = new EventStreamParser(this.#dispatch, this.#lastEventId)
     let error: EventClientError | undefined
+    let heard = Date.now()
+    let waiting = false
+    let idle = false
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const check = (): void => {
+      const left = waiting ? idleTimeout as number : heard + (idleTimeout as number) - Date.now()
+      if (left > 0) {
+        timer = setTimeout(check, left)
+        return
+      }
+      idle = true
+      this.#request?.abort()
+    }
+    if (idleTimeout !== undefined) timer = setTimeout(check, idleTimeout)
     try {
       for (;;) {
+        waiting = true
         await this.#demand()
+        waiting = false
+        heard = Date.now()
         const { done, value } = await reader.read()
         if (done) break
+        heard = Date.now()
         parser.feed(decoder.decode(value, { stream: true }))
         this.#retry = parser.retry ?? this.#retry
         this.#saveId(parser.lastEventId)
@@ -282,6 +323,8 @@ export class EventClient<Events extends EventMap = EventMap> implements AsyncIte
     } catch (err) {
       error = new EventClientError('FST_SSE_CLIENT_NETWORK', 'The event stream broke', { retryable: true, cause: err })
     }
+    clearTimeout(timer)
+    if (idle) error = new EventClientError('FST_SSE_CLIENT_IDLE', `Nothing arrived for ${String(idleTimeout)} ms; reconnecting`, { retryable: true })
     reader.cancel().catch(() => {})
     if (!this.#stopped.signal.aborted) this.#setState('connecting', error)
   }
@@ -506,6 +549,10 @@ function checkOptions (url: unknown, options: ConnectOptions): void {
   for (const name of ['retry', 'maxRetryDelay'] as const) {
     const value = options[name]
     if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) throw invalid(`${name}: expected whole milliseconds, got ${String(value)}`)
+  }
+  const { idleTimeout } = options
+  if (idleTimeout !== undefined && idleTimeout !== false && !(Number.isSafeInteger(idleTimeout) && idleTimeout > 0 && idleTimeout <= MAX_TIMER_MS)) {
+    throw invalid(`idleTimeout: expected whole milliseconds in 1-${MAX_TIMER_MS} or false, got ${String(idleTimeout)}`)
   }
   const { storage } = options
   if (storage !== undefined && storage !== 'session' && storage !== 'local' &&

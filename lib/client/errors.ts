@@ -8,6 +8,8 @@ export type ClientErrorCode =
   | 'FST_SSE_CLIENT_CONTENT_TYPE'
   /** No response, or the connection broke (offline, server gone, headers function failed): retried. */
   | 'FST_SSE_CLIENT_NETWORK'
+  /** Nothing arrived for idleTimeout on an open stream (a connection dead without the OS noticing): reconnected. */
+  | 'FST_SSE_CLIENT_IDLE'
   /** A JSON event whose data did not parse: it is skipped, the stream goes on. */
   | 'FST_SSE_CLIENT_INVALID_JSON'
 

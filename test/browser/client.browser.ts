@@ -7,6 +7,7 @@ import t, { type Test } from 'tap'
 import fastifyEventStream, { type EventStream } from '../../index.js'
 import { serveClient } from '../../examples/newsroom.js'
 import { listen, until } from '../helpers.js'
+import { blackholeProxy } from '../blackhole.js'
 import { launchChromium } from './chromium.js'
 
 // The page: a client configured from its query string, and what it got, kept in the page (and across reloads in
@@ -36,9 +37,9 @@ client.onState((state, error) => window.states.push(error === undefined ? state 
 
 interface Request { authorization: string | undefined, lastEventId: string | undefined }
 
-async function start (t: Test, retry = 300): Promise<{ app: FastifyInstance, url: string, requests: Request[], drop: () => Promise<void> }> {
+async function start (t: Test, retry = 300, heartbeat?: number): Promise<{ app: FastifyInstance, url: string, requests: Request[], drop: () => Promise<void> }> {
   const app = Fastify({ forceCloseConnections: true })
-  await app.register(fastifyEventStream, { retry })
+  await app.register(fastifyEventStream, { retry, heartbeat })
   t.teardown(() => app.close())
   const requests: Request[] = []
   const streams = new Set<EventStream>()
@@ -156,4 +157,25 @@ t.test('offline ends the connection; online reconnects at once, not after the re
   t.ok(consecutive(await got(page)), 'no gap across the time offline')
   t.equal(requests.length, 2)
   t.match((await states(page))[1], /^connecting FST_SSE_CLIENT_NETWORK$/)
+})
+
+t.test('a connection that goes silent without the browser noticing (blackholed) is given up after three heartbeats and resumed with no gap', async t => {
+  const { url, requests } = await start(t, 300, 100)
+  const proxy = await blackholeProxy(t, Number(new URL(url).port))
+  const browser = await context(t)
+  const page = await browser.newPage()
+  await page.goto(proxy.url)
+  await gotAtLeast(page, 5)
+  // The events' connection stays open and carries nothing; the browser sees no error and no offline event.
+  proxy.blackhole('/events')
+  const silentAt = Date.now()
+  await page.waitForFunction(() => (window as unknown as { states: string[] }).states.includes('connecting FST_SSE_CLIENT_IDLE'))
+  const noticed = Date.now() - silentAt
+  t.ok(noticed >= 200 && noticed < 5000, `given up after ${noticed} ms of silence (three heartbeats of 100 ms)`)
+  await page.waitForFunction(() => (window as unknown as { client: { state: string } }).client.state === 'open')
+  const before = (await got(page)).length
+  await gotAtLeast(page, before + 5)
+  t.ok(consecutive(await got(page)), 'no gap across the dead connection')
+  t.equal(requests.length, 2, 'one reconnection, after the server\'s retry as for any stream that ended')
+  t.ok(requests[1].lastEventId !== undefined, 'with its last id')
 })

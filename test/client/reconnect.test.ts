@@ -2,11 +2,13 @@
 // 5xx with backoff, the 4xx and content types that stop it, a server that is gone or replaced, online and offline.
 import { once } from 'node:events'
 import http from 'node:http'
+import net from 'node:net'
 import t from 'tap'
 import { connect, EventClientError, type ClientState } from '../../lib/client/index.js'
 import { backoff } from '../../lib/client/client.js'
 import { parseRetryAfter } from '../../lib/client/errors.js'
 import { build, listen, startDemo, until } from '../helpers.js'
+import { blackholeProxy } from '../blackhole.js'
 import { eventsOf, server, state } from './helpers.js'
 
 t.test('after the server ends the stream, it reconnects with Last-Event-ID once the server\'s retry has passed', async t => {
@@ -251,5 +253,69 @@ t.test('a frame cut at any byte before its blank line is asked for again: its id
     client.close()
     plain.closeAllConnections()
     plain.close()
+  }
+})
+
+t.test('idle timeout: heartbeats keep a stream open; a blackholed connection is given up after three heartbeats, and the client resumes with no gap', async t => {
+  const { app, url, seen } = await server(t, async (_n, reply) => { await app.eventHub.subscribe(reply.sse(), 'idle') }, { heartbeat: 100 })
+  const proxy = await blackholeProxy(t, Number(new URL(url).port))
+  const client = connect(`${proxy.url}/events`, { retry: 10 })
+  t.teardown(client.close)
+  const received: string[] = []
+  client.on('message', data => received.push(data))
+  await until(() => app.eventHub.stats().subscribers.idle === 1 && client.state === 'open', 'the subscription')
+  const first = await app.eventHub.publish('idle', 'e1')
+  await until(() => received.length === 1, 'e1')
+  // Silent but for heartbeats for longer than the idle timeout (300 ms): the stream stays.
+  await new Promise(resolve => setTimeout(resolve, 700))
+  t.equal(seen.length, 1, 'heartbeats kept the connection')
+  proxy.blackhole()
+  const gone = Date.now()
+  await app.eventHub.publish('idle', 'e2')
+  const error = await state(client, (s, e) => s === 'connecting' && e !== undefined)
+  t.equal(error?.code, 'FST_SSE_CLIENT_IDLE', 'given up for silence')
+  t.ok(Date.now() - gone >= 200 && Date.now() - gone < 1500, `after ${Date.now() - gone} ms (three heartbeats of 100 ms after the last byte)`)
+  await until(() => received.length === 2, 'e2 after the reconnect')
+  t.equal(seen[1].headers['last-event-id'], first, 'resumed from the last event')
+  t.same(received, ['e1', 'e2'], 'no gap, no duplicate')
+})
+
+t.test('idle timeout: the option wins over the header, false turns it off; a client holding events is not idle', async t => {
+  // A server that sends two events and then nothing, not even heartbeats, on an open connection.
+  const silent = http.createServer((request, response) => {
+    response.writeHead(200, { 'content-type': 'text/event-stream', 'event-stream-heartbeat': '20' })
+    const n = request.headers['last-event-id'] === undefined ? 0 : 2
+    response.write(`id: ${n + 1}\ndata: ${n + 1}\n\nid: ${n + 2}\ndata: ${n + 2}\n\n`)
+  })
+  silent.listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  t.teardown(() => { silent.closeAllConnections(); silent.close() })
+  const url = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}/`
+
+  const off = connect(url, { idleTimeout: false })
+  t.teardown(off.close)
+  const offStates: string[] = []
+  off.onState(s => offStates.push(s))
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.same(offStates, ['open'], 'idleTimeout: false keeps a silent stream, whatever the server says')
+  off.close()
+
+  // An iterator that holds an event for longer than the timeout: the client is not reading, so it is not idle.
+  const held = connect(url, { idleTimeout: 100, retry: 10 })
+  t.teardown(held.close)
+  const errors: Array<string | undefined> = []
+  held.onState((s, e) => { if (s === 'connecting') errors.push(e?.code) })
+  const iterator = held[Symbol.asyncIterator]()
+  t.equal((await iterator.next()).value?.data, '1')
+  await new Promise(resolve => setTimeout(resolve, 350))
+  t.same(errors, [], 'no timeout while an event waits to be taken')
+  t.equal((await iterator.next()).value?.data, '2')
+  // Taken: the client reads again, and the silence counts from now.
+  t.equal((await iterator.next()).value?.data, '3', 'reconnected after the timeout, resumed')
+  t.same(errors, ['FST_SSE_CLIENT_IDLE'])
+  held.close()
+
+  for (const idleTimeout of [0, -1, 1.5, 2 ** 31, 'x', true]) {
+    t.throws(() => connect(url, { idleTimeout: idleTimeout as number }), { code: 'FST_SSE_CLIENT_INVALID_OPTION' }, `idleTimeout ${String(idleTimeout)}`)
   }
 })
