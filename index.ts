@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchema, FastifyTypeProvider, RouteGenericInterface, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { ResolveFastifyRequestType } from 'fastify/types/type-provider.js'
+import { checkRefusal, StreamAdmission } from './lib/admission.js'
 import { EventHub } from './lib/hub.js'
 import { EventRuns } from './lib/runs/runs.js'
 import { openEventStream } from './lib/open.js'
@@ -8,12 +9,14 @@ import { resolveCompression } from './lib/compress.js'
 import { resolveOptions, type FastifyEventStreamOptions, type StreamOptions } from './lib/options.js'
 import { StreamRegistry } from './lib/registry.js'
 import type { EventMap, EventStream } from './lib/stream.js'
+import { FST_SSE_REPLY_SENT } from './lib/errors.js'
 
 export * from './lib/constants.js'
 export * from './lib/errors.js'
 export { encodeComment, encodeMessage, type EncodedMessage, type MessageData, type MessageOptions } from './lib/encode.js'
 export type { FastifyEventStreamOptions, HubOptions, RunsOptions, StreamOptions } from './lib/options.js'
 export type { CompressionOptions, StreamEncoding } from './lib/compress.js'
+export { StreamAdmission, type AdmissionOptions, type AdmissionStats, type Refusal, type RefusalReason } from './lib/admission.js'
 export { EventHub, type HubStats, type PublishOptions, type SubscribeOptions } from './lib/hub.js'
 export { MemoryStore, type MemoryStoreOptions } from './lib/stores/memory.js'
 export type { EventStore, NewEvent, Replay, StoredEvent, StoreFailure, StoreListener, StoreStats } from './lib/stores/store.js'
@@ -53,6 +56,8 @@ declare module 'fastify' {
     readonly eventHub: EventHub
     /** Runs: output that outlives its connection (a model's answer, a job's progress), once per key fleet-wide. */
     readonly eventRuns: EventRuns
+    /** Admission control: the caps on open streams (settable while the server runs) and the refusals so far. */
+    readonly eventStreamAdmission: StreamAdmission
   }
 
   // The merged declaration must repeat every type parameter of FastifyReply, used or not.
@@ -61,7 +66,8 @@ declare module 'fastify' {
     /**
      * Opens a Server-Sent Events stream: hijacks the reply, writes the status (argument, else the reply's) and the
      * stream headers, and flushes them at once. Throws FST_SSE_REPLY_SENT, FST_SSE_INVALID_STATUS or (for bad
-     * options) FST_SSE_INVALID_OPTION.
+     * options) FST_SSE_INVALID_OPTION. A stream that admission control refuses is answered here (503 with
+     * Retry-After, or a `retry:` hint) and returned already closed: `stream.closed` is true and writes resolve false.
      */
     sse<Events extends EventMap = EventMap> (status?: number, options?: StreamOptions): EventStream<Events, LastEventIdOf<
       RequestTypeOf<TypeProvider, SchemaCompiler, RouteGeneric>['headers'], RequestTypeOf<TypeProvider, SchemaCompiler, RouteGeneric>['query']>>
@@ -75,8 +81,13 @@ type Handler = (this: FastifyInstance, request: FastifyRequest, reply: FastifyRe
 
 const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, options) => {
   const { heartbeat, maxBufferedBytes, retry, reconnectWindow, maxStreamAge, lastEventIdQuery, hub: hubOptions, compression, runs: runsOptions } = resolveOptions(options)
-  // A stream that ends, for whatever reason, leaves the registry and with it the hub's topics.
-  const registry = new StreamRegistry({ heartbeat, reconnectWindow, maxStreamAge }, stream => hub.unsubscribe(stream))
+  // A stream that ends, for whatever reason, leaves the registry, the hub's topics and its client key's count.
+  const registry = new StreamRegistry({ heartbeat, reconnectWindow, maxStreamAge }, stream => {
+    hub.unsubscribe(stream)
+    admission.release(stream)
+  })
+  const admission = new StreamAdmission(options.admission ?? {}, reconnectWindow, () => registry.size)
+  fastify.decorate('eventStreamAdmission', admission)
   const hub = new EventHub({ ...hubOptions, log: fastify.log, counters: registry })
   fastify.decorate('openEventStreams', { getter: () => registry.size })
   fastify.decorate('eventHub', hub)
@@ -84,6 +95,10 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
   fastify.decorate('eventRuns', runs)
   fastify.decorateReply(kStream, null)
   fastify.decorateReply('sse', function sse (this: FastifyReply, status?: number, streamOptions?: StreamOptions) {
+    if (this.sent || this.raw.headersSent) throw new FST_SSE_REPLY_SENT()
+    const refusal = streamOptions?.refusal === undefined ? admission.refusal : checkRefusal('sse() refusal', streamOptions.refusal)
+    const { reason, key } = admission.check(this.request, this.server)
+    if (reason !== undefined) return admission.refuse(this, reason, refusal, { maxBufferedBytes })
     const stream = openEventStream(this, status, {
       maxBufferedBytes,
       retry,
@@ -92,6 +107,7 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
       heartbeat,
       compression: streamOptions?.compression === undefined ? compression : resolveCompression(streamOptions.compression, 'sse() compression')
     })
+    admission.hold(stream, key)
     ;(this as StreamReply)[kStream] = stream
     return stream
   })

@@ -25,7 +25,8 @@ const PARTS: Part[] = [
   { name: 'redis-fleet', script: 'redis-fleet.js', env: { BENCH_FLEET_STREAMS: '1000', BENCH_FLEET_SUBSCRIBERS: '500', BENCH_FLEET_SECONDS: '3', BENCH_FLEET_STEP_SECONDS: '2' } },
   { name: 'compress', script: 'compress.js', node: ['--expose-gc'], env: { BENCH_ROUNDS: '1', BENCH_COMPRESS_CLIENTS: '1000', BENCH_COMPRESS_EVENTS: '500' } },
   { name: 'client-read', script: 'client-read.js', env: { BENCH_ROUNDS: '1', BENCH_CLIENT_BURST: '20000', BENCH_CLIENT_IDLE: '500', BENCH_CLIENT_STORM: '500' } },
-  { name: 'runs', script: 'runs.js', env: { BENCH_RUNS: '200', BENCH_TOKENS: '100', BENCH_SCALE: '1000' } }
+  { name: 'runs', script: 'runs.js', env: { BENCH_RUNS: '200', BENCH_TOKENS: '100', BENCH_SCALE: '1000' } },
+  { name: 'admission', script: 'admission.js', env: { BENCH_ADMISSION_CAP: '1000', BENCH_ADMISSION_SECONDS: '10', BENCH_ADMISSION_ROUNDS: '1', BENCH_ADMISSION_STORM: '2000' } }
 ]
 
 const only = process.env.BENCH_QUICK_ONLY?.split(',')

@@ -9,6 +9,12 @@ export const FST_SSE_REPLY_SENT = createError('FST_SSE_REPLY_SENT', 'Cannot open
 /** reply.sse(status) with a status that is not an integer in 200-599. */
 export const FST_SSE_INVALID_STATUS = createError('FST_SSE_INVALID_STATUS', 'Invalid event stream status: %s (expected an integer in 200-599)', 500, RangeError)
 
+/**
+ * A new stream was refused by admission control (maxStreams, maxStreamsPerKey, or pressure): the client is told to
+ * come back later (503 with Retry-After, or a `retry:` hint). The code of the 503's body.
+ */
+export const FST_SSE_REFUSED = createError('FST_SSE_REFUSED', 'The event stream was refused: %s; retry later', 503)
+
 /** A plugin option failed validation at registration. */
 export const FST_SSE_INVALID_OPTION = createError('FST_SSE_INVALID_OPTION', 'Invalid fastify-event-stream option %s: %s', 500, TypeError)
 

@@ -77,7 +77,7 @@ export function openEventStream (reply: FastifyReply, status: number | undefined
 }
 
 /** The stream's headers merged over those already set on the reply (by hooks such as CORS, or by the handler). */
-function streamHeaders (reply: FastifyReply, raw: { hasHeader (name: string): boolean, removeHeader (name: string): void }): Headers {
+export function streamHeaders (reply: FastifyReply, raw: { hasHeader (name: string): boolean, removeHeader (name: string): void }): Headers {
   const http2 = reply.request.raw.httpVersionMajor >= 2
   const headers: Headers = reply.getHeaders()
   for (const name of http2 ? HTTP2_DROPPED_HEADERS : DROPPED_HEADERS) {

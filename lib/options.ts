@@ -1,3 +1,4 @@
+import type { AdmissionOptions, Refusal } from './admission.js'
 import { resolveCompression, type CompressionOptions, type ResolvedCompression } from './compress.js'
 import {
   DEFAULT_HEARTBEAT_MS, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_RUNS, DEFAULT_RECONNECT_WINDOW, DEFAULT_RUN_LEASE_MS,
@@ -77,12 +78,16 @@ export interface FastifyEventStreamOptions {
   compression?: boolean | CompressionOptions
   /** Runs (`fastify.eventRuns`): output that outlives its connection. */
   runs?: RunsOptions
+  /** Admission control (`fastify.eventStreamAdmission`): caps on open streams, and refusal under pressure. */
+  admission?: AdmissionOptions
 }
 
 /** Per-stream options: the second argument of `reply.sse()`. */
 export interface StreamOptions {
   /** Compression for this stream, over the plugin's `compression` option. */
   compression?: boolean | CompressionOptions
+  /** How this route answers a stream that admission control refuses, over the plugin's `admission.refusal`. */
+  refusal?: Refusal
 }
 
 export interface ResolvedOptions {

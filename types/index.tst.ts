@@ -1,10 +1,11 @@
 import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyTypeProvider } from 'fastify'
+import Fastify, { type FastifyRequest, type FastifyTypeProvider } from 'fastify'
 import { expect, test } from 'tstyche'
 import fastifyEventStream, {
   EventHub, EventStream, FST_SSE_INVALID_FIELD, MemoryStore, encodeComment, encodeMessage, injectEventStream, type EncodedMessage,
   type CompressionOptions, type EventMap, type EventStore, type FastifyEventStreamOptions, type HubStats, type LastEventIdOf,
-  type MessageOptions, type ParsedEvent, type StoredEvent, type StreamEncoding, type StreamOptions
+  type MessageOptions, type ParsedEvent, type StoredEvent, type StreamEncoding, type StreamOptions,
+  type AdmissionStats, type Refusal, type RefusalReason, type StreamAdmission
 } from '../index.js'
 
 const app = Fastify()
@@ -115,7 +116,7 @@ test('compression: per plugin and per stream, with the codings this package has'
   expect<FastifyEventStreamOptions['compression']>().type.toBe<boolean | CompressionOptions | undefined>()
   expect<CompressionOptions['encodings']>().type.toBe<readonly StreamEncoding[] | undefined>()
   expect<StreamEncoding>().type.toBe<'gzip' | 'deflate'>()
-  expect<StreamOptions>().type.toBe<{ compression?: boolean | CompressionOptions }>()
+  expect<StreamOptions>().type.toBe<{ compression?: boolean | CompressionOptions, refusal?: Refusal }>()
 })
 
 test('exports', () => {
@@ -214,4 +215,20 @@ test('lastEventId follows the route querystring too (lastEventIdQuery): the head
   expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { lastEventIdQuery: true })
   expect(app.eventHub.stats().endedByAge).type.toBe<number>()
   expect(app.eventHub.stats().endedByShutdown).type.toBe<number>()
+})
+
+test('admission control: options, the runtime caps, stats, and a route refusal', () => {
+  expect(app.register).type.toBeCallableWith(fastifyEventStream, {
+    admission: { maxStreams: 5000, maxStreamsPerKey: false, key: (request: FastifyRequest) => request.headers['x-user'] as string | undefined, refusal: 'retry', retryWindow: [500, 1500], underPressure: false }
+  })
+  expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { admission: { refusal: 'drop' } })
+  expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { admission: { key: () => 1 } })
+  expect(app.eventStreamAdmission).type.toBe<StreamAdmission>()
+  expect(app.eventStreamAdmission.maxStreams).type.toBe<number | false>()
+  expect(app.eventStreamAdmission.stats()).type.toBe<AdmissionStats>()
+  expect(app.eventStreamAdmission.stats().refused).type.toBe<Record<RefusalReason, number>>()
+  app.get('/', (_request, reply) => {
+    expect(reply.sse).type.toBeCallableWith(200, { refusal: 'retry' })
+    expect(reply.sse).type.not.toBeCallableWith(200, { refusal: 503 })
+  })
 })

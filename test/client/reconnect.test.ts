@@ -7,6 +7,7 @@ import t from 'tap'
 import { connect, EventClientError, type ClientState } from '../../lib/client/index.js'
 import { backoff } from '../../lib/client/client.js'
 import { parseRetryAfter } from '../../lib/client/errors.js'
+import type { EventStream } from '../../index.js'
 import { build, listen, startDemo, until } from '../helpers.js'
 import { blackholeProxy } from '../blackhole.js'
 import { eventsOf, server, state } from './helpers.js'
@@ -69,6 +70,30 @@ t.test('429 and 503 are retried after Retry-After; 500 with backoff; the errors 
   t.ok(seen[1].at - seen[0].at >= 1000, `Retry-After: 1 waited ${seen[1].at - seen[0].at} ms`)
   // An HTTP date has a resolution of one second.
   t.ok(seen[2].at - seen[1].at >= 500, `Retry-After as a date waited ${seen[2].at - seen[1].at} ms`)
+})
+
+t.test('refused by admission control (maxStreams), it waits the Retry-After and is admitted once a slot frees', async t => {
+  const opened: EventStream[] = []
+  const { app, url, seen } = await server(t, async (_n, reply) => {
+    const stream = reply.sse()
+    if (stream.closed) return
+    opened.push(stream)
+    await stream.message(`welcome ${opened.length}`)
+  }, { admission: { maxStreams: 1, retryWindow: [1000, 1000] } })
+  const first = connect(url)
+  t.teardown(first.close)
+  await once(eventsOf(first, 'message'), 'event')
+  const second = connect(url, { retry: 20 })
+  t.teardown(second.close)
+  const error = await state(second, (_state, error) => error !== undefined)
+  t.equal(error?.status, 503)
+  t.equal(error?.retryAfter, 1000, 'Retry-After: 1')
+  first.close()
+  await until(() => app.openEventStreams === 0, 'the first stream to end')
+  const [data] = await once(eventsOf(second, 'message'), 'event')
+  t.equal(data, 'welcome 2')
+  t.equal(seen.length, 3, 'one refusal, then admitted')
+  t.ok(seen[2].at - seen[1].at >= 1000, `waited the Retry-After: ${seen[2].at - seen[1].at} ms`)
 })
 
 t.test('401 and the other 4xx stop with a coded error, and are not retried; the iterator throws it', async t => {

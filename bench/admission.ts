@@ -1,0 +1,145 @@
+// Admission control under load (`npm run bench:admission`, and part of `npm run bench`). One instance capped at
+// BENCH_ADMISSION_CAP open streams (default 5,000) serves a timestamp every 50 ms to its streams, while clients each
+// try to hold one stream and wait out the Retry-After of a refusal (as this plugin's client and the AI SDK do):
+//   at the cap   exactly the cap's number of clients (the baseline)
+//   2x the cap   twice that many, so that half of them are refused over and over, for BENCH_ADMISSION_SECONDS (60)
+// Rounds interleaved (BENCH_ADMISSION_ROUNDS, 3), medians. Reported: the most streams ever open at once (counted as
+// each opens), refusals answered and their p99 answer time, delivery p99 to the admitted streams and its ratio to the
+// baseline, event-loop delay p99, and the server alive at the end. Then a reconnect storm: BENCH_ADMISSION_STORM
+// clients (10,000) at once against a cap of half that, which is then raised to all of them: how long until all are
+// connected. Clients run in worker processes of 5,000, each from its own loopback address. Appends to BENCH_RESULTS.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { appendFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+import { lines, nextLine, request } from './client.js'
+
+const CAP = Number(process.env.BENCH_ADMISSION_CAP ?? 5000)
+const SECONDS = Number(process.env.BENCH_ADMISSION_SECONDS ?? 60)
+const ROUNDS = Number(process.env.BENCH_ADMISSION_ROUNDS ?? 3)
+const STORM = Number(process.env.BENCH_ADMISSION_STORM ?? 10_000)
+const PER_WORKER = 5000
+const PUBLISH_MS = 50
+const WINDOW = '500-1500'
+const SERVER = fileURLToPath(new URL('./admission-server.js', import.meta.url))
+const CLIENT = fileURLToPath(new URL('./admission-client.js', import.meta.url))
+
+interface Worker { child: ChildProcessWithoutNullStreams, lines: AsyncIterator<string> }
+interface Report { connected: number, failures: number, refusals: number, refusalP99: number, deliveries: number, deliveryP99: number }
+interface Stats { open: number, mostOpen: number, refused: number, eldP99: number }
+
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+async function startServer (cap: number): Promise<{ child: ChildProcessWithoutNullStreams, port: number, stats: () => Promise<Stats> }> {
+  const child = spawn(process.execPath, [SERVER, String(cap), WINDOW])
+  child.stderr.pipe(process.stderr)
+  const port = Number(await nextLine(lines(child)))
+  return { child, port, stats: async () => JSON.parse(await request(port, 'GET', '/stats')) as Stats }
+}
+
+function startClients (port: number, count: number): Worker[] {
+  return Array.from({ length: Math.ceil(count / PER_WORKER) }, (_, i) => {
+    const child = spawn(process.execPath, [CLIENT, String(port), String(Math.min(PER_WORKER, count - i * PER_WORKER)), `127.0.0.${2 + i}`])
+    return { child, lines: lines(child) }
+  })
+}
+
+async function reports (workers: Worker[]): Promise<Report[]> {
+  return await Promise.all(workers.map(async worker => {
+    worker.child.stdin.write('report\n')
+    return JSON.parse(await nextLine(worker.lines)) as Report
+  }))
+}
+
+async function until (check: () => Promise<boolean>, ms: number, what: string): Promise<number> {
+  const started = performance.now()
+  while (!await check()) {
+    if (performance.now() - started > ms) throw new Error(`${what}: not within ${ms} ms`)
+    await sleep(100)
+  }
+  return performance.now() - started
+}
+
+async function round (clients: number): Promise<Record<string, number>> {
+  const server = await startServer(CAP)
+  const workers = startClients(server.port, clients)
+  await until(async () => (await server.stats()).open === CAP, 60_000, 'the cap filled')
+  await request(server.port, 'POST', `/publish?ms=${PUBLISH_MS}`)
+  await sleep(2000)
+  for (const worker of workers) worker.child.stdin.write('reset\n')
+  await server.stats()
+  let mostOpen = 0
+  let leastOpen = Infinity
+  const eld: number[] = []
+  for (let s = 0; s < SECONDS; s++) {
+    await sleep(1000)
+    const stats = await server.stats()
+    mostOpen = Math.max(mostOpen, stats.mostOpen)
+    leastOpen = Math.min(leastOpen, stats.open)
+    eld.push(stats.eldP99)
+  }
+  const all = await reports(workers)
+  const alive = server.child.exitCode === null
+  for (const worker of workers) worker.child.kill()
+  server.child.kill()
+  return {
+    mostOpen,
+    leastOpen,
+    refusalsPerSecond: all.reduce((sum, r) => sum + r.refusals, 0) / SECONDS,
+    refusalP99: Math.max(...all.map(r => r.refusalP99)),
+    deliveryP99: Math.max(...all.map(r => r.deliveryP99)),
+    eldP99: Math.max(...eld),
+    failures: all.reduce((sum, r) => sum + r.failures, 0),
+    alive: alive ? 1 : 0
+  }
+}
+
+async function storm (): Promise<Record<string, number>> {
+  const cap = Math.floor(STORM / 2)
+  const server = await startServer(cap)
+  const workers = startClients(server.port, STORM)
+  const filled = await until(async () => (await server.stats()).open === cap, 60_000, 'the storm filled the cap')
+  await sleep(5000)
+  const held = await server.stats()
+  await request(server.port, 'POST', `/cap?n=${STORM}`)
+  const settled = await until(async () => (await reports(workers)).reduce((sum, r) => sum + r.connected, 0) === STORM, 120_000, 'every client connected')
+  const open = (await server.stats()).open
+  for (const worker of workers) worker.child.kill()
+  server.child.kill()
+  return { filledMs: filled, heldOpen: held.mostOpen, settledMs: settled, open }
+}
+
+const fmt = (value: number): string => value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(1)
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
+const shapes: Array<[string, number]> = [['at the cap', CAP], ['2x the cap', 2 * CAP]]
+const results = new Map<string, Array<Record<string, number>>>()
+for (let i = 1; i <= ROUNDS; i++) {
+  for (const [name, clients] of shapes) {
+    process.stderr.write(`admission round ${i}: ${name} (${clients} clients, cap ${CAP}, ${SECONDS} s)\n`)
+    results.set(name, [...(results.get(name) ?? []), await round(clients)])
+  }
+}
+const at = (name: string, metric: string): number => median((results.get(name) as Array<Record<string, number>>).map(r => r[metric]))
+const table = ['| shape | most open | least open | refusals/s | refusal p99 ms | delivery p99 ms | p99 vs at the cap | loop delay p99 ms | errors | alive |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+for (const [name] of shapes) {
+  table.push(`| ${name} | ${at(name, 'mostOpen')} | ${at(name, 'leastOpen')} | ${fmt(at(name, 'refusalsPerSecond'))} | ${at(name, 'refusalP99').toFixed(1)} | ` +
+    `${at(name, 'deliveryP99').toFixed(1)} | ${(at(name, 'deliveryP99') / at('at the cap', 'deliveryP99')).toFixed(2)}x | ${at(name, 'eldP99').toFixed(1)} | ${at(name, 'failures')} | ${at(name, 'alive') === 1 ? 'yes' : 'NO'} |`)
+}
+process.stderr.write(`admission storm: ${STORM} clients, cap ${Math.floor(STORM / 2)} raised to ${STORM}\n`)
+const stormResult = await storm()
+const stormTable = ['| storm | clients | cap, then | filled in ms | held open | all connected after raise, ms | open at the end |', '|---|---:|---:|---:|---:|---:|---:|',
+  `| reconnect storm | ${STORM} | ${Math.floor(STORM / 2)}, then ${STORM} | ${fmt(stormResult.filledMs)} | ${stormResult.heldOpen} | ${fmt(stormResult.settledMs)} | ${stormResult.open} |`]
+console.log(table.join('\n') + '\n\n' + stormTable.join('\n'))
+await appendFile(process.env.BENCH_RESULTS ?? new URL('../../bench/RESULTS.md', import.meta.url), `
+## Admission control: ${CAP.toLocaleString('en-US')} streams capped, twice as many clients
+
+Command: \`npm run bench:admission\` (BENCH_ADMISSION_CAP=${CAP}, ${SECONDS} s a round, ${ROUNDS} interleaved rounds,
+medians). One instance with \`admission: { maxStreams: ${CAP}, retryWindow: [500, 1500] }\` publishes a timestamp every
+${PUBLISH_MS} ms to the hub topic its streams subscribe to. Each client holds one stream, waits out the Retry-After of
+a 503 and tries again (as this plugin's client and the AI SDK do). Most open: the largest count of open streams at
+any stream's opening; refusal p99: request to the 503's headers at the client; delivery p99: publish to receipt;
+"p99 vs at the cap" compares it with the same cap and exactly as many clients. Errors: client sockets that failed.
+
+${table.join('\n')}
+
+${stormTable.join('\n')}
+`)
