@@ -390,7 +390,11 @@ t.test('real clients read compressed streams event by event: undici fetch, the e
   for (let n = 1; n <= 3; n++) {
     await streams[0].message(`fetch ${n}`)
     let text = ''
-    while (!text.endsWith('\n\n')) text += decoder.decode((await reader.read()).value, { stream: true })
+    while (!text.endsWith('\n\n')) {
+      const { value, done } = await reader.read()
+      if (done === true) throw new Error(`the stream ended after ${JSON.stringify(text)}`)
+      text += decoder.decode(value, { stream: true })
+    }
     t.equal(text, `data: fetch ${n}\n\n`, `fetch: event ${n} read before the next is written`)
   }
   await reader.cancel()

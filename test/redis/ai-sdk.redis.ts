@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import fastifyEventStream from '../../index.js'
 import { RedisStore } from '../../lib/stores/redis.js'
-import { WORDS, chatRoutes, question, slowModel, textOf, type SlowModel } from '../runs/chat.js'
+import { WORDS, chatRoutes, question, readWords, slowModel, textOf, type SlowModel } from '../runs/chat.js'
 import { SHARED_REDIS, uniquePrefix } from './helpers.js'
 
 async function chatInstance (t: Test, prefix: string, slow: SlowModel): Promise<{ app: FastifyInstance, api: string }> {
@@ -33,8 +33,7 @@ t.test('sent to A, dropped after five words, resumed on B with reconnectToStream
     chatId: 'chat-7', messages: [question('hello')], trigger: 'submit-message', messageId: undefined, abortSignal: controller.signal
   })
   const reader = first.getReader()
-  let words = 0
-  while (words < 5) if ((await reader.read()).value?.type === 'text-delta') words++
+  await readWords(reader, 5)
   controller.abort()
   await reader.cancel().catch(() => {})
   const onB = new DefaultChatTransport({ api: b.api })

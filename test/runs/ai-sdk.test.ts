@@ -3,7 +3,7 @@ import { DefaultChatTransport, readUIMessageStream, type UIMessage, type UIMessa
 import t from 'tap'
 import { AI_SDK_HEADER } from '../../index.js'
 import { build, listen, until } from '../helpers.js'
-import { WORDS, chatRoutes, question, slowModel, textOf } from './chat.js'
+import { WORDS, chatRoutes, question, readWords, slowModel, textOf } from './chat.js'
 
 /** Every chunk of a stream (the DOM's ReadableStream type has no async iterator). */
 async function chunksOf (stream: ReadableStream<UIMessageChunk>): Promise<UIMessageChunk[]> {
@@ -35,8 +35,7 @@ t.test('an answer sent, dropped mid-way and resumed with reconnectToStream() is 
     chatId: 'c-drop', messages: [question('hi')], trigger: 'submit-message', messageId: undefined, abortSignal: controller.signal
   })
   const reader = first.getReader()
-  const seen: UIMessageChunk[] = []
-  while (seen.filter(chunk => chunk.type === 'text-delta').length < 5) seen.push((await reader.read()).value as UIMessageChunk)
+  await readWords(reader, 5)
   controller.abort()
   await reader.cancel().catch(() => {})
   const resumed = await transport.reconnectToStream({ chatId: 'c-drop' })

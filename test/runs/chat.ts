@@ -1,6 +1,6 @@
 // A chat server in the shape the AI SDK's docs give for resumable streams, with the run store behind it, and a slow
 // mock model from `ai/test`.
-import { convertToModelMessages, streamText, type UIMessage } from 'ai'
+import { convertToModelMessages, streamText, type UIMessage, type UIMessageChunk } from 'ai'
 import { MockLanguageModelV4 } from 'ai/test'
 import type { FastifyInstance } from 'fastify'
 
@@ -74,4 +74,18 @@ export const question = (text: string): UIMessage => ({ id: 'u1', role: 'user', 
 /** The text of an assembled assistant message. */
 export function textOf (message: UIMessage | undefined): string {
   return (message?.parts ?? []).map(part => part.type === 'text' ? part.text : '').join('')
+}
+
+/**
+ * Reads chunks until `words` text deltas came; throws (with what came) if the stream ends first, rather than reading a
+ * finished stream forever: a loop of reads that resolve at once never yields to timers, tap's timeout included.
+ */
+export async function readWords (reader: ReadableStreamDefaultReader<UIMessageChunk>, words: number): Promise<UIMessageChunk[]> {
+  const seen: UIMessageChunk[] = []
+  while (seen.filter(chunk => chunk.type === 'text-delta').length < words) {
+    const { value, done } = await reader.read()
+    if (done) throw new Error(`the answer ended before ${words} words: ${JSON.stringify(seen)}`)
+    seen.push(value)
+  }
+  return seen
 }
