@@ -12,6 +12,7 @@ import type { EventMap, EventStream } from './lib/stream.js'
 import { FST_SSE_REPLY_SENT } from './lib/errors.js'
 
 export * from './lib/constants.js'
+export { CHANNELS, type CloseReason } from './lib/diagnostics.js'
 export * from './lib/errors.js'
 export { encodeComment, encodeMessage, type EncodedMessage, type MessageData, type MessageOptions } from './lib/encode.js'
 export type { FastifyEventStreamOptions, HubOptions, RunsOptions, StreamOptions } from './lib/options.js'

@@ -12,15 +12,17 @@ import { open, openMany, request } from './client.js'
 const FLOOR = 'node:http (socket)'
 /** ours broadcasting with a loop of stream.message(): in the batch scenarios only. */
 const MESSAGE = 'ours (message)'
-const ALL = ['ours', 'ours (hub)', MESSAGE, 'node:http', FLOOR, '@fastify/sse', 'fastify-sse-v2', 'better-sse']
+/** The hub with the Prometheus metrics on and scraped: compared with the hub, in fan-out and batches. */
+const METRICS = 'ours (hub+metrics)'
+const ALL = ['ours', 'ours (hub)', METRICS, MESSAGE, 'node:http', FLOOR, '@fastify/sse', 'fastify-sse-v2', 'better-sse']
 const IMPLS = process.env.BENCH_IMPLS === undefined ? ALL : ALL.filter(impl => (process.env.BENCH_IMPLS as string).split(',').includes(impl))
 /** The hub's burst is the core's: it is measured in fan-out and idle only. */
 const HUB = 'ours (hub)'
-const OTHERS = IMPLS.filter(impl => impl !== 'ours' && impl !== HUB && impl !== MESSAGE)
+const OTHERS = IMPLS.filter(impl => impl !== 'ours' && impl !== HUB && impl !== MESSAGE && impl !== METRICS)
 /** The hub against the two plain servers (res.write() and the pre-framed socket floor) and the message() loop. */
 const HUB_VERSUS = ['node:http', FLOOR, MESSAGE]
 /** The batch scenarios: ours, the hub, the message() loop and the two plain servers. */
-const BATCH_IMPLS = ['ours', HUB, MESSAGE, 'node:http', FLOOR]
+const BATCH_IMPLS = ['ours', HUB, METRICS, MESSAGE, 'node:http', FLOOR]
 /** Events per batch, and batches per measurement. */
 const BATCH = 100
 const BATCHES = 3
@@ -155,14 +157,14 @@ for (let round = 1; round <= ROUNDS; round++) {
     process.stderr.write(`round ${round} ${impl}\n`)
     // The burst is the core's for the hub and the message() loop, and res.write()'s for the floor (which differs in
     // broadcasts only); the message() loop differs from ours in broadcasts of batches only.
-    if (SCENARIOS.includes('burst') && impl !== HUB && impl !== FLOOR && impl !== MESSAGE) record('burst', impl, await burst(server))
+    if (SCENARIOS.includes('burst') && impl !== HUB && impl !== FLOOR && impl !== MESSAGE && impl !== METRICS) record('burst', impl, await burst(server))
     if (SCENARIOS.includes('fan-out') && impl !== MESSAGE) for (const clients of CLIENTS) record(`fan-out ${clients}`, impl, await fanout(server, clients))
     if (SCENARIOS.includes('batches') && BATCH_IMPLS.includes(impl)) {
       for (const mode of Object.keys(MODES) as Mode[]) {
         for (const clients of CLIENTS) record(`${BATCH} events ${MODES[mode]} ${clients}`, impl, await fanout(server, clients, BATCH, BATCHES, mode))
       }
     }
-    if (SCENARIOS.includes('idle') && impl !== MESSAGE) record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))
+    if (SCENARIOS.includes('idle') && impl !== MESSAGE && impl !== METRICS) record(`idle ${CLIENTS.at(-1)}`, impl, await idle(impl, CLIENTS.at(-1) as number))
   }
 }
 for (const server of servers.values()) server.stop()
@@ -170,14 +172,16 @@ for (const server of servers.values()) server.stop()
 const LOWER_IS_BETTER = /p50|p99|cpu|PerStream/
 const fmt = (value: number): string => Number.isNaN(value) ? '–' : value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(2)
 const ratio = (value: number): string => Number.isNaN(value) ? '–' : `${value.toFixed(2)}×`
-const lines = [`| scenario / metric | ${IMPLS.join(' | ')} | ${OTHERS.map(impl => `ours vs ${impl}`).join(' | ')} | ${HUB_VERSUS.map(impl => `hub vs ${impl}`).join(' | ')} |`,
-  `|---|${IMPLS.map(() => '---:').join('|')}|${OTHERS.map(() => '---:').join('|')}|${HUB_VERSUS.map(() => '---:').join('|')}|`]
+const WITH_METRICS = IMPLS.includes(METRICS) ? ['metrics on vs off (hub)'] : []
+const lines = [`| scenario / metric | ${IMPLS.join(' | ')} | ${OTHERS.map(impl => `ours vs ${impl}`).join(' | ')} | ${HUB_VERSUS.map(impl => `hub vs ${impl}`).join(' | ')} |${WITH_METRICS.map(name => ` ${name} |`).join('')}`,
+  `|---|${IMPLS.map(() => '---:').join('|')}|${OTHERS.map(() => '---:').join('|')}|${HUB_VERSUS.map(() => '---:').join('|')}|${WITH_METRICS.map(() => '---:|').join('')}`]
 for (const [key, row] of results) {
   const medianOf = (impl: string): number => median(row.get(impl) ?? [NaN])
   const lower = LOWER_IS_BETTER.test(key)
   // Ratios read "how many times better the first is": above 1 means it leads, whatever the metric's direction.
   const better = (a: number, b: number): number => lower ? b / a : a / b
-  const ratios = [...OTHERS.map(other => better(medianOf('ours'), medianOf(other))), ...HUB_VERSUS.map(other => better(medianOf(HUB), medianOf(other)))]
+  const ratios = [...OTHERS.map(other => better(medianOf('ours'), medianOf(other))), ...HUB_VERSUS.map(other => better(medianOf(HUB), medianOf(other))),
+    ...WITH_METRICS.map(() => better(medianOf(METRICS), medianOf(HUB)))]
   lines.push(`| ${key} (${lower ? 'lower' : 'higher'} is better) | ${IMPLS.map(impl => fmt(medianOf(impl))).join(' | ')} | ${ratios.map(ratio).join(' | ')} |`)
 }
 const table = lines.join('\n')

@@ -138,6 +138,17 @@ async function oursHub (app: FastifyInstance): Promise<Impl> {
   }
 }
 
+/** The hub with the Prometheus metrics on, scraped every second as Prometheus would (in process: the same work). */
+async function oursHubMetrics (app: FastifyInstance): Promise<Impl> {
+  const hub = await oursHub(app)
+  const { default: promClient } = await load('prom-client')
+  const { default: eventStreamMetrics } = await import('../lib/metrics.js')
+  const registry = new promClient.Registry()
+  await app.register(eventStreamMetrics, { client: promClient, registry })
+  setInterval(() => { registry.metrics().catch(() => {}) }, 1000).unref()
+  return hub
+}
+
 async function fastifySse (app: FastifyInstance): Promise<Impl> {
   const { default: plugin } = await load('@fastify/sse')
   await app.register(plugin, { heartbeatInterval: 0 })
@@ -218,7 +229,7 @@ async function oursMessage (app: FastifyInstance): Promise<Impl> {
 
 async function fastifyServer (name: string): Promise<http.Server> {
   const app = Fastify()
-  const impl = await ({ ours, 'ours (message)': oursMessage, 'ours (hub)': oursHub, '@fastify/sse': fastifySse, 'fastify-sse-v2': fastifySseV2, 'better-sse': betterSse } as
+  const impl = await ({ ours, 'ours (message)': oursMessage, 'ours (hub)': oursHub, 'ours (hub+metrics)': oursHubMetrics, '@fastify/sse': fastifySse, 'fastify-sse-v2': fastifySseV2, 'better-sse': betterSse } as
     Record<string, (app: FastifyInstance) => Promise<Impl>>)[name](app)
   const raw = name === 'better-sse'
   // @fastify/sse serves a route as SSE only when the route says so.

@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { streamRefused } from './diagnostics.js'
 import { encodeRetry } from './encode.js'
 import { FST_SSE_INVALID_OPTION, FST_SSE_REFUSED } from './errors.js'
 import { streamHeaders } from './open.js'
@@ -129,7 +130,8 @@ export class StreamAdmission {
     const delay = this.#window[0] + Math.floor(Math.random() * (this.#window[1] - this.#window[0] + 1))
     const error = new FST_SSE_REFUSED(REASONS[reason])
     reply.log.debug({ reason }, 'event stream refused')
-    const stream = new EventStream(reply.raw as never, undefined, { maxBufferedBytes: settings.maxBufferedBytes, log: reply.log, owner: NOBODY })
+    if (streamRefused.hasSubscribers) streamRefused.publish({ request: reply.request, reason })
+    const stream = new EventStream(reply.raw as never, undefined, { maxBufferedBytes: settings.maxBufferedBytes, log: reply.log, owner: NOBODY, sent: { messages: 0, bytes: 0 } })
     if (refusal === 'status') {
       // A plain response, not an error: a refusal storm is not thousands of error logs.
       reply.code(503).header('retry-after', String(Math.ceil(delay / 1000))).send({ statusCode: 503, code: error.code, error: 'Service Unavailable', message: error.message })

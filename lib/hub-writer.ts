@@ -1,3 +1,4 @@
+import { hubDeliver } from './diagnostics.js'
 import { encodeMessage, type EncodedMessage } from './encode.js'
 import type { StoredEvent } from './stores/store.js'
 import { kCutOff, type EventStream } from './stream.js'
@@ -23,6 +24,10 @@ export interface WriterHost {
   unsubscribe: (stream: EventStream<any, any>) => void
   /** How many live events may wait for one subscriber while its replay is written, before it is cut off. */
   readonly maxPending: number
+  /** The hub, named in the diagnostics the writer publishes. */
+  readonly hub: object
+  /** The instance's count of messages sent, which counts a joined frame's events each. */
+  readonly sent: { messages: number }
 }
 
 /** A tick's events for one subscriber are joined into frames of up to this many bytes (one write each). */
@@ -101,12 +106,14 @@ export class HubWriter {
     const tick = this.#tick
     this.#tick = []
     this.#flushing = true
+    const before = this.delivered
     try {
       if (tick.length === 2) this.#flushOne(tick[0] as Set<Subscription>, tick[1] as StoredEvent)
       else this.#flushMany(tick)
     } finally {
       this.#flushing = false
     }
+    if (hubDeliver.hasSubscribers) hubDeliver.publish({ hub: this.#host.hub, deliveries: this.delivered - before })
   }
 
   /** The events of a subscriber whose replay is written, once it is live. */
@@ -237,6 +244,9 @@ export class HubWriter {
     const fresh = first === 0 ? events : events.slice(first)
     subscription.position = fresh[fresh.length - 1].seq
     this.delivered += fresh.length
-    for (const frame of first === 0 && frames !== undefined ? frames : this.#framesOf(fresh)) subscription.stream.write(frame)
+    const joined = first === 0 && frames !== undefined ? frames : this.#framesOf(fresh)
+    for (const frame of joined) subscription.stream.write(frame)
+    // The stream counted a joined frame as one message: it carries one per event.
+    this.#host.sent.messages += fresh.length - joined.length
   }
 }

@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
+import { hubPublish, type CloseReason } from './diagnostics.js'
 import { encodeFields, encodeId, encodeMessage, jsonData, type EncodedMessage } from './encode.js'
 import {
   FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_INVALID_TOPIC
@@ -35,8 +36,25 @@ export interface HubStats {
   endedByAge: number
   /** Streams ended by the server's shutdown (on this instance, subscribed or not). */
   endedByShutdown: number
+  /** Streams opened on this instance since the start. */
+  opened: number
+  /** Streams ended on this instance since the start, by reason (see CloseReason). */
+  closed: Readonly<Record<CloseReason, number>>
+  /** Frames written to this instance's streams (events, comments, heartbeats), and their bytes on the wire (compressed). */
+  sent: { messages: number, bytes: number }
   /** The store's own counters, when it keeps any (the Redis store: its reader's lag, reconnections and gaps). */
   store?: StoreStats
+}
+
+/** The instance's stream counts, kept by the registry. */
+export interface StreamCounters {
+  readonly size: number
+  readonly cutOff: number
+  readonly endedByAge: number
+  readonly endedByShutdown: number
+  readonly opened: number
+  readonly closed: Readonly<Record<CloseReason, number>>
+  readonly sent: { messages: number, readonly bytes: number }
 }
 
 export interface HubSettings {
@@ -45,7 +63,7 @@ export interface HubSettings {
   resyncEvent: string
   /** How many live events may wait for one subscriber while its replay is written, before it is cut off. */
   maxPending: number
-  counters: { readonly size: number, readonly cutOff: number, readonly endedByAge: number, readonly endedByShutdown: number }
+  counters: StreamCounters
 }
 
 interface Topic {
@@ -72,7 +90,9 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     this.#writer = new HubWriter({
       subscribers: name => this.#topics.get(name)?.subscribers,
       unsubscribe: stream => { this.unsubscribe(stream) },
-      maxPending: settings.maxPending
+      maxPending: settings.maxPending,
+      hub: this,
+      sent: settings.counters.sent
     })
   }
 
@@ -133,8 +153,19 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   stats (): HubStats {
     const subscribers: Record<string, number> = Object.create(null)
     for (const [name, topic] of this.#topics) subscribers[name] = topic.subscribers.size
-    const { size, cutOff, endedByAge, endedByShutdown } = this.#settings.counters
-    const stats: HubStats = { openStreams: size, subscribers, published: this.#published, delivered: this.#writer.delivered, cutOff, endedByAge, endedByShutdown }
+    const { size, cutOff, endedByAge, endedByShutdown, opened, closed, sent } = this.#settings.counters
+    const stats: HubStats = {
+      openStreams: size,
+      subscribers,
+      published: this.#published,
+      delivered: this.#writer.delivered,
+      cutOff,
+      endedByAge,
+      endedByShutdown,
+      opened,
+      closed: { ...closed },
+      sent: { messages: sent.messages, bytes: sent.bytes }
+    }
     const store = this.#settings.store.stats?.()
     if (store !== undefined) stats.store = store
     return stats
@@ -148,7 +179,9 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
 
   async #append (topic: string, event: NewEvent): Promise<string> {
     if (this.#closed) throw new FST_SSE_HUB_CLOSED()
+    const started = hubPublish.hasSubscribers ? performance.now() : -1
     const stored = await this.#settings.store.append(topic, event)
+    if (started >= 0 && hubPublish.hasSubscribers) hubPublish.publish({ hub: this, topic, id: stored.id, duration: performance.now() - started })
     // A store that delivered while appending (the in-memory one) left the event with the writer, which writes it at
     // the end of the tick with the tick's other events: a loop of awaited publishes goes out as one write per socket.
     this.#published++

@@ -4,8 +4,9 @@ import {
   CONNECTION_VALUE, CONTENT_TYPE_HEADER, CONTENT_TYPE_VALUE, HEARTBEAT_HEADER, LAST_EVENT_ID_HEADER
 } from './constants.js'
 import { negotiateEncoding, StreamEncoder, type ResolvedCompression } from './compress.js'
+import { streamOpen } from './diagnostics.js'
 import { encodeRetry } from './encode.js'
-import { FST_SSE_INVALID_STATUS, FST_SSE_REPLY_SENT } from './errors.js'
+import { FST_SSE_INVALID_STATUS } from './errors.js'
 import type { StreamRegistry } from './registry.js'
 import { EventStream, kFinish, type RawResponse } from './stream.js'
 
@@ -29,7 +30,7 @@ const HTTP2_DROPPED_HEADERS = [...DROPPED_HEADERS, 'connection', 'keep-alive', '
 
 /** Hijacks the reply, writes status and headers at once, and returns the stream. */
 export function openEventStream (reply: FastifyReply, status: number | undefined, settings: OpenSettings): EventStream<any, any> {
-  if (reply.sent || reply.raw.headersSent) throw new FST_SSE_REPLY_SENT()
+  // reply.sse() checked that the reply was not sent, before admission control.
   const code = status ?? reply.statusCode
   if (!Number.isInteger(code) || code < 200 || code > 599) throw new FST_SSE_INVALID_STATUS(String(code))
   const raw = reply.raw as unknown as RawResponse & {
@@ -61,9 +62,11 @@ export function openEventStream (reply: FastifyReply, status: number | undefined
     maxBufferedBytes: settings.maxBufferedBytes,
     log: reply.log,
     owner: settings.registry,
+    sent: settings.registry.sent,
     encoder
   })
   settings.registry.add(stream)
+  if (streamOpen.hasSubscribers) streamOpen.publish({ stream, request })
   // The client left before the handler opened the stream (it awaited something first): its response will never
   // say 'close' again, so the stream ends now instead of staying open for nobody.
   if (raw.destroyed === true || raw.stream?.destroyed === true) {

@@ -1,3 +1,4 @@
+import { CLOSE_REASONS, streamClose, type CloseReason } from './diagnostics.js'
 import { encodeRetry } from './encode.js'
 import { kDeadline, kEnd, kHeartbeat, kOpenedAt, type EventStream, type StreamOwner } from './stream.js'
 
@@ -21,6 +22,10 @@ export class StreamRegistry implements StreamOwner {
   #cutOff = 0
   #endedByAge = 0
   #endedByShutdown = 0
+  #opened = 0
+  readonly #closed = Object.fromEntries(CLOSE_REASONS.map(reason => [reason, 0])) as Record<CloseReason, number>
+  /** Frames the streams took and bytes they handed to their sockets: counted by each stream as it writes. */
+  readonly sent = { messages: 0, bytes: 0 }
 
   constructor (settings: RegistrySettings, onDelete: (stream: EventStream<any, any>) => void) {
     this.#settings = settings
@@ -46,8 +51,19 @@ export class StreamRegistry implements StreamOwner {
     return this.#streams.size
   }
 
+  /** Streams opened since the start. */
+  get opened (): number {
+    return this.#opened
+  }
+
+  /** Streams ended since the start, by reason. */
+  get closed (): Readonly<Record<CloseReason, number>> {
+    return this.#closed
+  }
+
   add (stream: EventStream<any, any>): void {
     this.#streams.add(stream)
+    this.#opened++
     const { heartbeat, maxStreamAge } = this.#settings
     if (this.#timer === undefined && heartbeat !== false) this.#timer = setInterval(this.#beat, heartbeat).unref()
     if (maxStreamAge === false) return
@@ -57,7 +73,9 @@ export class StreamRegistry implements StreamOwner {
     this.#ageTimer ??= setInterval(this.#expire, sweepInterval(maxStreamAge.age)).unref()
   }
 
-  delete (stream: EventStream<any, any>): void {
+  delete (stream: EventStream<any, any>, reason: CloseReason): void {
+    this.#closed[reason]++
+    if (streamClose.hasSubscribers) streamClose.publish({ stream, reason })
     this.#streams.delete(stream)
     if (this.#streams.size === 0) this.#stopTimers()
     this.#onDelete(stream)

@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { Socket } from 'node:net'
 import type { StreamEncoder } from './compress.js'
 import { CLOSE_GRACE_MS } from './constants.js'
+import type { CloseReason } from './diagnostics.js'
 import { encodeComment, jsonData, messageFrame, type EncodedMessage, type MessageData, type MessageOptions } from './encode.js'
 import { FST_SSE_INVALID_FIELD, FST_SSE_INVALID_OPTION } from './errors.js'
 import type { EventMap } from './events.js'
@@ -34,7 +35,7 @@ export interface RawResponse {
 
 /** Where a stream reports that it ended, so that it leaves every registry. */
 export interface StreamOwner {
-  delete (stream: EventStream<any, any>): void
+  delete (stream: EventStream<any, any>, reason: CloseReason): void
   /** The stream is being cut off because its client is too slow. */
   slow (stream: EventStream<any, any>): void
 }
@@ -43,6 +44,8 @@ export interface StreamSettings {
   maxBufferedBytes: number
   log: FastifyBaseLogger
   owner: StreamOwner
+  /** Counts every frame a stream takes and every byte it hands to its socket (after compression). */
+  sent: { messages: number, bytes: number }
   /** Compresses what the stream writes (the response's Content-Encoding), if the client accepted a coding. */
   encoder?: StreamEncoder | undefined
 }
@@ -167,6 +170,8 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   #directTick = 0
   #ending = false
   #finished = false
+  /** Why the stream ended, set by whatever ended it first. */
+  #reason: CloseReason | undefined
   #active = false
   #graceTimer: NodeJS.Timeout | undefined
   /** The socket of an HTTP/1.1 chunked response, which an encoded frame may go to straight (see write()). */
@@ -227,8 +232,18 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
       frame.length > 0 && this.#directTick !== tick) {
       this.#directTick = thisTick()
       this.#active = true
-      const encoder = this.#settings.encoder
-      if (!this.#socket.write(encoder === undefined ? chunkOf(frame) : chunk(encoder.encode(frame)))) this.#waitForSocket(this.#socket)
+      const { encoder, sent } = this.#settings
+      sent.messages++
+      let written: boolean
+      if (encoder === undefined) {
+        sent.bytes += frame.length
+        written = this.#socket.write(chunkOf(frame))
+      } else {
+        const compressed = encoder.encode(frame)
+        sent.bytes += compressed.length
+        written = this.#socket.write(chunk(compressed))
+      }
+      if (!written) this.#waitForSocket(this.#socket)
       return WRITTEN
     }
     return this.#batchOrQueue(frame)
@@ -310,13 +325,18 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   close (): Promise<void> {
     this[kHolder]?.[kRelease](this)
     if (!this.#ending) {
+      this.#reason ??= 'server'
       this.#beginEnd()
       // At most one of the two holds frames: the batch fills only while the socket takes writes, the queue only
       // while it does not.
       this[kFlush]()
       this.#flushQueue()
       // A compressed body ends with its coding's trailer, so that the client's decoder sees a clean end.
-      if (this.#settings.encoder !== undefined) this.#res.write(this.#settings.encoder.finish())
+      if (this.#settings.encoder !== undefined) {
+        const trailer = this.#settings.encoder.finish()
+        this.#settings.sent.bytes += trailer.length
+        this.#res.write(trailer)
+      }
       this.#res.end()
       // A client that stopped reading must not hold close() or fastify.close() open.
       this.#graceTimer = setTimeout(() => this.#res.destroy(), CLOSE_GRACE_MS).unref()
@@ -333,6 +353,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   async [kEnd] (hint: Uint8Array | undefined, shutdown: boolean): Promise<void> {
     // Taken first: a closed HTTP/2 stream no longer knows its session.
     const session = shutdown ? this.#res.stream?.session : undefined
+    this.#reason ??= shutdown ? 'shutdown' : 'age'
     if (hint !== undefined) this.#enqueue(hint)
     await this.close()
     session?.close()
@@ -366,6 +387,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
         { bufferedBytes: buffered + frame.length, maxBufferedBytes: this.#settings.maxBufferedBytes })
       return NOT_WRITTEN
     }
+    this.#settings.sent.messages++
     if (!this.#blocked) {
       // Frames written in the same tick leave in one socket write, as one chunk.
       if (this.#batch.length === 0) {
@@ -409,7 +431,9 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
    */
   #writeResponse (chunk: Uint8Array): void {
     const encoder = this.#settings.encoder
-    this.#blocked = !this.#res.write(encoder === undefined ? chunk : encoder.encode(chunk))
+    const bytes = encoder === undefined ? chunk : encoder.encode(chunk)
+    this.#settings.sent.bytes += bytes.length
+    this.#blocked = !this.#res.write(bytes)
     if (!this.#blocked || this.#drainListening) return
     this.#drainListening = true
     this.#res.on('drain', onDrain)
@@ -422,6 +446,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   [kError] (err: Error): void {
     this.#settings.log.debug({ err }, 'event stream response failed')
+    this.#reason ??= 'error'
     this.#res.destroy()
     this[kFinish]()
   }
@@ -433,6 +458,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   #cutOff (message: string, details: Record<string, number>): void {
     this.#settings.log.warn(details, message)
+    this.#reason ??= 'slow'
     this.#settings.owner.slow(this)
     this.#res.destroy()
     this[kFinish]()
@@ -440,7 +466,8 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
 
   #beginEnd (): void {
     this.#ending = true
-    this.#settings.owner.delete(this)
+    // Ended by nothing of ours: the client left.
+    this.#settings.owner.delete(this, this.#reason ?? 'client')
     this.#controller?.abort()
   }
 

@@ -272,7 +272,7 @@ t.test('counters: open streams, subscribers per topic, published, delivered, cut
   const hub = await hubApp(t)
   hub.app.get('/plain', (_request, reply) => { reply.sse() })
   const { eventHub } = hub.app
-  t.same(eventHub.stats(), { openStreams: 0, subscribers: {}, published: 0, delivered: 0, cutOff: 0, endedByAge: 0, endedByShutdown: 0 })
+  t.has(eventHub.stats(), { openStreams: 0, subscribers: {}, published: 0, delivered: 0, cutOff: 0, endedByAge: 0, endedByShutdown: 0 })
   const first = await eventHub.publish('a', 'kept')
   const a1 = await subscribe(hub, 'topics=a')
   const a2 = await subscribe(hub, 'topics=a,b', { 'last-event-id': String(Number(first) - 1) })
@@ -283,7 +283,7 @@ t.test('counters: open streams, subscribers per topic, published, delivered, cut
   await eventHub.publish('nobody', 'to none')
   await a1.received(1)
   await a2.received(3)
-  t.same(eventHub.stats(), {
+  t.has(eventHub.stats(), {
     openStreams: 4, subscribers: { a: 2, b: 2 }, published: 4, delivered: 1 + 2 + 2, cutOff: 0, endedByAge: 0, endedByShutdown: 0
   }, '1 replayed, 2 + 2 live; position frames are not deliveries')
   await a2.response.close()

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import { FST_SSE_HUB_CLOSED, FST_SSE_STORE_GAP, FST_SSE_STORE_RESET, FST_SSE_STORE_UNAVAILABLE } from '../errors.js'
 import type { StoredEvent, StoreFailure, StoreListener } from './store.js'
+import { storeLag } from '../diagnostics.js'
 
 /** What the reader needs of its store: the command connection's reads, and where it reports. */
 export interface ReaderHost {
@@ -141,6 +142,7 @@ export class LiveReader {
       ? { topic: topic.name, seq, id: id === '' ? String(seq) : id, data: message.slice(f + 1) }
       : { topic: topic.name, seq, id: id === '' ? String(seq) : id, event, data: message.slice(f + 1) }
     this.#stats.lagMs = Date.now() - Number(message.slice(c + 1, d))
+    if (storeLag.hasSubscribers) storeLag.publish({ lag: this.#stats.lagMs })
     const prev = Number(message.slice(a + 1, b))
     if (topic.after < 0) topic.early.push({ event: stored, prev })
     else this.#live(topic, stored, prev)
