@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import http from 'node:http'
+import net from 'node:net'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { Writable } from 'node:stream'
@@ -22,6 +23,17 @@ export async function listen (app: FastifyInstance): Promise<string> {
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('not listening on TCP')
   return `http://127.0.0.1:${address.port}`
+}
+
+/** A loopback port nothing listens on right now (for a server the test starts: redis-server, nginx). */
+export async function freePort (): Promise<number> {
+  const server = net.createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  server.close()
+  await once(server, 'close')
+  return port
 }
 
 /** A GET on its own connection; resolves as soon as the status and headers arrive. */

@@ -2,7 +2,6 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -12,6 +11,7 @@ import { Redis } from 'ioredis'
 import type { Test } from 'tap'
 import fastifyEventStream, { EventStreamParser, type EventStore, type ParsedEvent } from '../../index.js'
 import { RedisStore, type RedisStoreSettings } from '../../lib/stores/redis.js'
+import { freePort } from '../helpers.js'
 
 /** The shared Redis of these machines, for the normal paths. */
 export const SHARED_REDIS = 'redis://127.0.0.1:6379'
@@ -40,16 +40,6 @@ export function sharedStore (t: Test, options: RedisStoreSettings = {}): RedisSt
   const store = new RedisStore({ connection: SHARED_REDIS, prefix: uniquePrefix(t), ...options })
   t.teardown(() => store.close())
   return store
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as { port: number }
-  server.close()
-  await once(server, 'close')
-  return port
 }
 
 export interface RedisServer {
