@@ -7,6 +7,7 @@ import net from 'node:net'
 import readline from 'node:readline'
 
 const [port, count, localAddress] = [Number(process.argv[2]), Number(process.argv[3]), process.argv[4]]
+const JITTER = Number(process.env.BENCH_ADMISSION_JITTER_MS ?? 0)
 const REQUEST = 'GET /subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n'
 let connected = 0
 let failures = 0
@@ -30,7 +31,7 @@ function attempt (): void {
         refusalTimes.push(performance.now() - sent)
         const seconds = Number(/retry-after: (\d+)/i.exec(text)?.[1] ?? 1)
         socket.destroy()
-        setTimeout(attempt, seconds * 1000)
+        setTimeout(attempt, seconds * 1000 + JITTER * Math.random())
         return
       }
       state = 'open'

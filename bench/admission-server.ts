@@ -1,4 +1,4 @@
-// The admission scenario's server: `node dist/bench/admission-server.js <maxStreams> <retry window ms: min-max>`.
+// The admission scenario's server: `node dist/bench/admission-server.js <maxStreams>` (the default retry window).
 //   GET  /subscribe   an event stream subscribed to the hub topic "ticks", unless admission control refuses it
 //   GET  /stats       open streams, the most ever open at once, refusals, event-loop delay p99
 //   POST /cap?n       sets admission.maxStreams while the server runs
@@ -8,9 +8,9 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import Fastify from 'fastify'
 import fastifyEventStream from '../index.js'
 
-const [cap, window] = [Number(process.argv[2]), process.argv[3].split('-').map(Number) as [number, number]]
+const cap = Number(process.argv[2])
 const app = Fastify()
-await app.register(fastifyEventStream, { heartbeat: false, admission: { maxStreams: cap, retryWindow: window } })
+await app.register(fastifyEventStream, { heartbeat: false, admission: { maxStreams: cap } })
 let mostOpen = 0
 app.get('/subscribe', (_request, reply) => {
   const stream = reply.sse()
@@ -38,6 +38,6 @@ app.post<{ Querystring: { ms: string } }>('/publish', async request => {
   if (ms > 0) timer = setInterval(() => { app.eventHub.publish('ticks', String(performance.timeOrigin + performance.now())).catch(() => {}) }, ms)
   return {}
 })
-await app.listen({ port: 0, host: '127.0.0.1' })
+await app.listen({ port: 0, host: '127.0.0.1', backlog: Number(process.env.BENCH_ADMISSION_BACKLOG ?? 511) })
 const address = app.server.address()
 process.stdout.write(`${typeof address === 'object' && address !== null ? address.port : 0}\n`)
