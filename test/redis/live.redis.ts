@@ -1,9 +1,10 @@
 // The Redis store's live path on the shared Redis: a busy event loop loses nothing, topics listened at once keep
 // position order, a gap on the live path fails the topic instead of skipping, listeners come and go in one tick.
 import { execFileSync } from 'node:child_process'
+import diagnostics from 'node:diagnostics_channel'
 import { Redis } from 'ioredis'
 import t from 'tap'
-import type { StoredEvent } from '../../index.js'
+import { CHANNELS, type StoredEvent } from '../../index.js'
 import { RedisStore } from '../../lib/stores/redis.js'
 import { SHARED_REDIS, sharedClient, sharedStore, uniquePrefix, until } from './helpers.js'
 
@@ -163,4 +164,20 @@ t.test('a closed store rejects listen() with FST_SSE_HUB_CLOSED, and a listen pe
   await t.rejects(store.listen('b', () => {}), { code: 'FST_SSE_HUB_CLOSED' })
   const redis = new Redis(SHARED_REDIS)
   t.teardown(() => redis.disconnect())
+})
+
+t.test('each event the live path delivers is published on the store lag channel, with its lag in ms', async t => {
+  const lags: number[] = []
+  const listener = (message: unknown): void => { lags.push((message as { lag: number }).lag) }
+  diagnostics.subscribe(CHANNELS.storeLag, listener)
+  t.teardown(() => diagnostics.unsubscribe(CHANNELS.storeLag, listener))
+  const store = new RedisStore({ connection: SHARED_REDIS, prefix: uniquePrefix(t) })
+  t.teardown(() => store.close())
+  const received: StoredEvent[] = []
+  await store.listen('lagged', event => { received.push(event) })
+  for (let i = 0; i < 3; i++) await store.append('lagged', { data: `e${i}` })
+  await until(() => received.length === 3, 'three live deliveries')
+  t.equal(lags.length, 3, 'one message per delivered event')
+  t.ok(lags.every(lag => Number.isFinite(lag) && lag >= -50 && lag < 5000), `lags ${lags.join(', ')} ms (Redis's clock against ours)`)
+  t.equal(store.stats().lagMs, lags[2], "the store's stats say the newest lag")
 })
