@@ -9,7 +9,8 @@
 // clients (10,000) at once against a cap of half that, which is then raised to all of them: how long until all are
 // connected. Clients run in worker processes of 5,000, each from its own loopback address. Appends to BENCH_RESULTS.
 // BENCH_ADMISSION_BACKLOG sets the server's listen backlog (Node's 511 by default); BENCH_ADMISSION_JITTER_MS has the
-// clients wait up to that much more than the Retry-After.
+// clients wait up to that much more than the Retry-After. BENCH_ADMISSION_SERVER_CPUS and BENCH_ADMISSION_CLIENT_CPUS
+// (taskset lists, such as 0 and 1) keep the server and the clients on cores of their own, as on separate machines.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { appendFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
@@ -21,6 +22,8 @@ const ROUNDS = Number(process.env.BENCH_ADMISSION_ROUNDS ?? 3)
 const STORM = Number(process.env.BENCH_ADMISSION_STORM ?? 10_000)
 const PER_WORKER = 5000
 const PUBLISH_MS = Number(process.env.BENCH_ADMISSION_PUBLISH_MS ?? 250)
+const SERVER_CPUS = process.env.BENCH_ADMISSION_SERVER_CPUS
+const CLIENT_CPUS = process.env.BENCH_ADMISSION_CLIENT_CPUS
 const SERVER = fileURLToPath(new URL('./admission-server.js', import.meta.url))
 const CLIENT = fileURLToPath(new URL('./admission-client.js', import.meta.url))
 
@@ -30,8 +33,13 @@ interface Stats { open: number, mostOpen: number, refused: number, eldP99: numbe
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
+/** A Node process, on the given cores when a taskset list is given. */
+function node (cpus: string | undefined, args: string[]): ChildProcessWithoutNullStreams {
+  return cpus === undefined ? spawn(process.execPath, args) : spawn('taskset', ['-c', cpus, process.execPath, ...args])
+}
+
 async function startServer (cap: number): Promise<{ child: ChildProcessWithoutNullStreams, port: number, stats: () => Promise<Stats> }> {
-  const child = spawn(process.execPath, [SERVER, String(cap)])
+  const child = node(SERVER_CPUS, [SERVER, String(cap)])
   children.add(child)
   child.stderr.pipe(process.stderr)
   const port = Number(await nextLine(lines(child)))
@@ -51,7 +59,7 @@ async function startServer (cap: number): Promise<{ child: ChildProcessWithoutNu
 
 function startClients (port: number, count: number): Worker[] {
   return Array.from({ length: Math.ceil(count / PER_WORKER) }, (_, i) => {
-    const child = spawn(process.execPath, [CLIENT, String(port), String(Math.min(PER_WORKER, count - i * PER_WORKER)), `127.0.0.${2 + i}`])
+    const child = node(CLIENT_CPUS, [CLIENT, String(port), String(Math.min(PER_WORKER, count - i * PER_WORKER)), `127.0.0.${2 + i}`])
     children.add(child)
     return { child, lines: lines(child) }
   })

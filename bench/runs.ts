@@ -37,6 +37,12 @@ async function startInstance (store: string, prefix: string): Promise<Instance> 
   return { child, port: Number(line.split(' ')[1]) }
 }
 
+/** User and system CPU of a process so far, in µs (/proc/<pid>/stat, clock ticks of 10 ms). */
+function cpuUs (pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * 10_000
+}
+
 function rssKiB (pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
 }
@@ -98,7 +104,7 @@ function percentile (sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
 }
 
-interface Result { name: string, runs: number, tokens: number, lost: number, duplicated: number, unfinished: number, reconnects: number, p50: number, p99: number, connectP50: number, connectP99: number, rssPerRun: number, redisCpuPerToken?: number, redisBytesPerRun?: number, scriptCallsPerToken?: number }
+interface Result { name: string, runs: number, tokens: number, lost: number, duplicated: number, unfinished: number, reconnects: number, p50: number, p99: number, connectP50: number, connectP99: number, rssPerRun: number, cpuPerToken: number, clientCpuPerToken: number, redisCpuPerToken?: number, redisBytesPerRun?: number, scriptCallsPerToken?: number }
 
 async function scenario (name: string, store: 'memory' | 'redis', count: number, shape: Shape, plain: boolean, redis?: { url: string, admin: Redis }, instanceCount = store === 'memory' ? 1 : REDIS_INSTANCES): Promise<Result> {
   const { tokens, rate } = shape
@@ -106,6 +112,9 @@ async function scenario (name: string, store: 'memory' | 'redis', count: number,
   const instances: Instance[] = []
   for (let i = 0; i < instanceCount; i++) instances.push(await startInstance(store === 'memory' ? 'memory' : redis?.url as string, prefix))
   const rssBefore = instances.reduce((sum, instance) => sum + rssKiB(instance.child.pid as number), 0)
+  const instancesCpu = (): number => instances.reduce((sum, instance) => sum + cpuUs(instance.child.pid as number), 0)
+  const cpuInstancesBefore = instancesCpu()
+  const cpuClientBefore = process.cpuUsage()
   const cpuBefore = redis === undefined ? 0 : await redisCpuUs(redis.admin)
   const memoryBefore = redis === undefined ? 0 : Number(/used_memory:(\d+)/.exec(await redis.admin.info('memory'))?.[1])
   const callsBefore = redis === undefined ? 0 : scriptCalls(await redis.admin.info('commandstats'))
@@ -120,6 +129,8 @@ async function scenario (name: string, store: 'memory' | 'redis', count: number,
   const rssMid = instances.reduce((sum, instance) => sum + rssKiB(instance.child.pid as number), 0)
   const memoryMid = redis === undefined ? 0 : Number(/used_memory:(\d+)/.exec(await redis.admin.info('memory'))?.[1])
   await Promise.all(readers)
+  const cpuInstances = instancesCpu() - cpuInstancesBefore
+  const cpuClient = process.cpuUsage(cpuClientBefore)
   let lost = 0
   let duplicated = 0
   for (const tally of tallies) {
@@ -141,7 +152,9 @@ async function scenario (name: string, store: 'memory' | 'redis', count: number,
     p99: percentile(latencies, 0.99) / 1000,
     connectP50: percentile(connects, 0.5) / 1000,
     connectP99: percentile(connects, 0.99) / 1000,
-    rssPerRun: (rssMid - rssBefore) / count
+    rssPerRun: (rssMid - rssBefore) / count,
+    cpuPerToken: cpuInstances / (count * tokens),
+    clientCpuPerToken: (cpuClient.user + cpuClient.system) / (count * tokens)
   }
   if (redis !== undefined) {
     result.redisCpuPerToken = (await redisCpuUs(redis.admin) - cpuBefore) / (count * tokens)
@@ -162,12 +175,12 @@ function scriptCalls (stats: string): number {
 const redis = await startRedis()
 const admin = new Redis(redis.url)
 console.log(`\nRuns: ${RUNS} readers of ${TOKENS} tokens at ${RATE}/s, ${DROPS} random drops per run reader (reconnecting to a random instance)\n`)
-console.log('| scenario | runs | tokens | lost | duplicated | unfinished | reconnects | p50 ms | p99 ms | p99 vs plain | connect p50 / p99 ms | RSS KiB per run | Redis µs CPU per token | script calls per token | Redis bytes per run |')
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+console.log('| scenario | runs | tokens | lost | duplicated | unfinished | reconnects | p50 ms | p99 ms | p99 vs plain | connect p50 / p99 ms | RSS KiB per run | instances µs CPU per token | client µs CPU per token | Redis µs CPU per token | script calls per token | Redis bytes per run |')
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
 let plainP99 = NaN
 function print (r: Result): void {
   const cell = (value: number | undefined, digits = 1): string => value === undefined ? '' : value.toFixed(digits)
-  console.log(`| ${r.name} | ${r.runs} | ${r.tokens} | ${r.lost} | ${r.duplicated} | ${r.unfinished} | ${r.reconnects} | ${cell(r.p50)} | ${cell(r.p99)} | ${(r.p99 / plainP99).toFixed(2)}x | ${cell(r.connectP50)} / ${cell(r.connectP99)} | ${cell(r.rssPerRun)} | ${cell(r.redisCpuPerToken, 2)} | ${cell(r.scriptCallsPerToken, 3)} | ${cell(r.redisBytesPerRun, 0)} |`)
+  console.log(`| ${r.name} | ${r.runs} | ${r.tokens} | ${r.lost} | ${r.duplicated} | ${r.unfinished} | ${r.reconnects} | ${cell(r.p50)} | ${cell(r.p99)} | ${(r.p99 / plainP99).toFixed(2)}x | ${cell(r.connectP50)} / ${cell(r.connectP99)} | ${cell(r.rssPerRun)} | ${cell(r.cpuPerToken, 2)} | ${cell(r.clientCpuPerToken, 2)} | ${cell(r.redisCpuPerToken, 2)} | ${cell(r.scriptCallsPerToken, 3)} | ${cell(r.redisBytesPerRun, 0)} |`)
 }
 // BENCH_ONLY=plain,memory,redis,scale runs some of them.
 const only = process.env.BENCH_ONLY?.split(',')

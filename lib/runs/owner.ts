@@ -2,7 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { stopSource } from '../source.js'
 import { finalFrame, itemFrame, runEventId } from './frames.js'
-import type { RunEnd, RunProtocol, RunStore, RunWriteResult } from './store.js'
+import type { RunEnd, RunListener, RunProtocol, RunStore, RunWriteResult } from './store.js'
 
 export interface OwnerSettings {
   readonly store: RunStore
@@ -60,6 +60,10 @@ export class RunOwner {
   #stopReason: RunEnd | 'lost' | undefined
   /** When the store last took a write or renewal: past the lease without one, the run is no longer ours. */
   #lastContact = Date.now()
+  /** Readers on this instance, told of each write once the store took it (a remote store's round trip saved). */
+  readonly #listeners = new Set<RunListener>()
+  /** The store answered that the run is no longer this owner's: its readers here must resume from the store. */
+  #lost = false
 
   constructor (key: string, id: string, protocol: RunProtocol, settings: OwnerSettings) {
     this.key = key
@@ -93,6 +97,19 @@ export class RunOwner {
   renewed (result: RunWriteResult): void {
     if (result === 'ok') this.#lastContact = Date.now()
     else this.#answer(result)
+  }
+
+  /**
+   * Tells a reader on this instance of every write from now on, once the store has it, in order; the reader reads
+   * what came before from the store. Fails it when the run is no longer this owner's (or as soon as it asks, once so).
+   */
+  listen (listener: RunListener): () => void {
+    if (this.#lost) {
+      listener.fail(lostError())
+      return noop
+    }
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
   }
 
   /** Past the lease without a word from the store, another instance may have declared the run interrupted. */
@@ -240,6 +257,8 @@ export class RunOwner {
       try {
         const result = await this.#settings.store.append(this.key, this.id, first, frames, end, this.#settings.lease, this.#settings.ttl)
         this.#lastContact = Date.now()
+        // Stored (a cancelled run's frames are stored too): the readers here have them now.
+        if (result !== 'lost') for (const listener of Array.from(this.#listeners)) listener.frames(this.id, first, frames, end !== undefined)
         this.#answer(result)
         return
       } catch (err) {
@@ -256,6 +275,17 @@ export class RunOwner {
 
   #answer (result: RunWriteResult): void {
     if (result === 'cancelled') this.#stopAs('cancelled')
-    else if (result === 'lost') this.#stopAs('lost')
+    else if (result === 'lost') {
+      this.#lost = true
+      for (const listener of Array.from(this.#listeners)) listener.fail(lostError())
+      this.#listeners.clear()
+      this.#stopAs('lost')
+    }
   }
+}
+
+const noop = (): void => {}
+
+function lostError (): Error {
+  return new Error('the run is no longer this instance\'s (its lease ran out, or the store lost it)')
 }

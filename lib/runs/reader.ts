@@ -3,6 +3,11 @@ import type { EncodedMessage } from '../encode.js'
 import type { EventStream } from '../stream.js'
 import type { RunListener, RunPage, RunStore } from './store.js'
 
+/** Where a reader hears of new frames when not from the store: the run's owner, on the same instance. */
+export interface LocalRun {
+  listen: (listener: RunListener) => () => void
+}
+
 /** Frames one replay read returns at most: a long run is read in pages, each written before the next is read. */
 export const RUN_PAGE = 512
 
@@ -23,6 +28,7 @@ export class RunReader implements RunListener {
   readonly #key: string
   readonly #id: string
   readonly #log: FastifyBaseLogger
+  readonly #owner: LocalRun | undefined
   #stream: EventStream<any, any> | undefined
   /** The index of the newest frame written to the stream (or, until it opens, read past). */
   #position: number
@@ -35,17 +41,19 @@ export class RunReader implements RunListener {
   /** Stops listening: set by prepare(), which runs first. */
   #stop!: () => void
 
-  constructor (store: RunStore, key: string, id: string, after: number, log: FastifyBaseLogger) {
+  /** With `owner`, new frames come from the run's owner here instead of the store (which still serves the replay). */
+  constructor (store: RunStore, key: string, id: string, after: number, log: FastifyBaseLogger, owner?: LocalRun) {
     this.#store = store
     this.#key = key
     this.#id = id
     this.#position = after
     this.#log = log
+    this.#owner = owner
   }
 
   /** Listens, then reads the first page: false when the key holds another run now. A store failure throws. */
   async prepare (): Promise<boolean> {
-    this.#stop = await this.#store.listen(this.#key, this)
+    this.#stop = this.#owner === undefined ? await this.#store.listen(this.#key, this) : this.#owner.listen(this)
     let page: RunPage | null
     try {
       page = await this.#store.read(this.#key, this.#id, this.#position, RUN_PAGE)

@@ -133,7 +133,10 @@ export class EventRuns {
         await reply.code(204).send()
         return
       }
-      const reader = new RunReader(this.#settings.store, key, run.id, after, reply.log)
+      // A reader on the owner's instance is told of new frames by the owner: no round trip through a remote store.
+      const owner = this.#owners.get(key)
+      const local = this.#settings.store.remote === true && owner?.id === run.id ? owner : undefined
+      const reader = new RunReader(this.#settings.store, key, run.id, after, reply.log, local)
       if (await reader.prepare()) {
         if (run.protocol === 'ai-sdk') reply.header(AI_SDK_HEADER, AI_SDK_HEADER_VALUE)
         const stream = (reply as StreamReply).sse(200)

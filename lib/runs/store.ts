@@ -67,6 +67,11 @@ export interface RunListener {
  * of an owner that lost its run changes nothing.
  */
 export interface RunStore {
+  /**
+   * Listening crosses a network (Redis): a reader on the instance that runs the source is then told of each write by
+   * the owner, once the store has it, instead of by the store's round trip back. In-process stores leave it unset.
+   */
+  readonly remote?: boolean
   /** Claims the key for a new run; when the key is taken, resolves with the run that holds it, unclaimed. */
   claim (key: string, claim: RunClaim): Promise<ClaimResult>
   /**

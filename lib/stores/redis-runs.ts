@@ -56,6 +56,7 @@ interface PendingAppend {
  * owners learn of cancels at the next renewal then.
  */
 export class RedisRunStore implements RunStore {
+  readonly remote = true
   readonly #host: RunHost
   readonly #leaseCheck: number
   /** Listeners of each run's frames channel (readers), and of each run's cancel channel (owners). */

@@ -68,6 +68,30 @@ t.test('a run started on A is read on B from the start, live, to its end; the id
   t.equal(again.events.length, 0, 'a reader that has the end gets 204')
 })
 
+t.test('a reader on the owner\'s instance is told by the owner, not through Redis; one on the other instance through Redis', async t => {
+  const prefix = uniquePrefix(t)
+  const [a, b] = [await instance(t, prefix), await instance(t, prefix)]
+  const admin = sharedClient(t)
+  const source = pushable()
+  const { done } = await a.app.eventRuns.start('near-far', source)
+  source.push('one')
+  const onA = await sseClient(t, `${a.url}/runs/near-far`)
+  await onA.received(1)
+  const [, subscribers] = await admin.pubsub('NUMSUB', `${prefix}:r:near-far`) as [string, number]
+  t.equal(subscribers, 0, 'nobody listens to the run\'s channel while only its owner\'s instance reads it')
+  const onB = await sseClient(t, `${b.url}/runs/near-far`)
+  await onB.received(1)
+  const [, withB] = await admin.pubsub('NUMSUB', `${prefix}:r:near-far`) as [string, number]
+  t.equal(withB, 1, 'the other instance listens through Redis')
+  source.push('two', 'three')
+  source.end()
+  await onA.ended
+  await onB.ended
+  t.same(texts(onA.events), ['one', 'two', 'three', 'end:{"reason":"done"}'])
+  t.same(texts(onB.events), texts(onA.events))
+  t.equal(await done, 'done')
+})
+
 t.test('two instances racing to start one key run its source once', async t => {
   const prefix = uniquePrefix(t)
   const [a, b] = [await instance(t, prefix), await instance(t, prefix)]

@@ -662,3 +662,76 @@ t.test('an iterator that answers something other than an iterator result fails t
   t.equal(await (await app.eventRuns.start('broken-sync', brokenSync)).done, 'failed')
   t.same(texts((await readRun(t, app, 'broken-sync')).events), ['end:{"reason":"failed"}'])
 })
+
+/** A memory store that says it is remote: readers on the owner's instance are then told by the owner. */
+class RemoteMemoryRunStore extends MemoryRunStore {
+  readonly remote = true
+  listens = 0
+  override async listen (key: string, listener: Parameters<RunStore['listen']>[1]): Promise<() => void> {
+    this.listens++
+    return await super.listen(key, listener)
+  }
+}
+
+t.test('with a remote store, a reader on the owner\'s instance hears from the owner once each write is stored', async t => {
+  const store = new RemoteMemoryRunStore()
+  const app = await build(t, { heartbeat: false, runs: { store } })
+  runRoutes(app, () => [])
+  const source = pushable()
+  const { done } = await app.eventRuns.start('near', source)
+  source.push('a', 'b')
+  while ((await store.get('near'))?.count !== 2) await tick()
+  // Each live frame is written to the store before the owner tells the readers here.
+  const append = store.append.bind(store)
+  let stored = 0
+  store.append = async (...args) => { const result = await append(...args); stored = (await store.get('near'))?.count ?? 0; return result }
+  const response = await injectEventStream(app, '/runs/near')
+  const events: ParsedEvent[] = []
+  const counts: number[] = []
+  const reading = (async () => { for await (const event of response) { events.push(event); counts.push(stored) } })()
+  await until(() => events.length === 2, 'the replay')
+  source.push('c')
+  await until(() => events.length === 3, 'a live frame')
+  source.push('d', 'e')
+  source.end()
+  await reading
+  t.same(texts(events), ['a', 'b', 'c', 'd', 'e', 'end:{"reason":"done"}'], 'replay, live, end: no gap, no duplicate')
+  t.ok(counts.slice(2).every((count, i) => count >= i + 3), 'no live frame reached the reader before the store had it')
+  t.equal(store.listens, 0, 'the reader never listened to the store')
+  t.equal(await done, 'done')
+  // Once the run ended (its owner gone), a reader replays it from the store alone.
+  const { events: later } = await readRun(t, app, 'near')
+  t.same(texts(later), texts(events))
+})
+
+t.test('with a remote store, readers on the owner\'s instance close when it loses the run, and so does one that comes after', async t => {
+  const { logger, lines } = captureLogs('warn')
+  const store = new RemoteMemoryRunStore()
+  const app = await build(t, { heartbeat: false, runs: { store, lease: 150 } }, { logger })
+  runRoutes(app, () => [])
+  const source = pushable()
+  const { done } = await app.eventRuns.start('lose', source)
+  source.push('a')
+  const first = await injectEventStream(app, '/runs/lose')
+  const events: ParsedEvent[] = []
+  const reading = (async () => { for await (const event of first) events.push(event) })()
+  await until(() => events.length === 1, 'the replay')
+  // The next write hangs; meanwhile the renewal finds the run is no longer this owner's.
+  let release!: () => void
+  const held = new Promise<void>(resolve => { release = resolve })
+  const append = store.append.bind(store)
+  store.append = async (...args) => { await held; return await append(...args) }
+  ;(store as RunStore).renew = async runs => runs.map(() => 'lost')
+  source.push('b')
+  await reading
+  t.same(texts(events), ['a'], 'closed without a frame the store may not have, and without an end: its client resumes')
+  t.equal(app.eventRuns.stats().running, 1, 'the owner waits for its write')
+  const late = await injectEventStream(app, '/runs/lose')
+  const lateEvents: ParsedEvent[] = []
+  for await (const event of late) lateEvents.push(event)
+  t.same(lateEvents, [], 'a reader that came after the loss is closed at once')
+  t.equal(store.listens, 0)
+  release()
+  t.equal(await done, 'lost')
+  t.ok(lines.some(line => line.msg.startsWith('run store cannot deliver the run without a gap') && String((line.err as { message?: string } | undefined)?.message).includes('no longer this instance')))
+})
