@@ -1,7 +1,7 @@
 // A client worker of the admission scenario: `node dist/bench/admission-client.js <port> <count> <source address>`.
 // Keeps `count` clients each trying to hold one stream, as this plugin's client does: a 503 is waited out for its
 // Retry-After, then tried again; a stream that ends is opened again. Raw sockets, so that the clients cost little.
-// stdin "report" answers one JSON line: clients connected, refusals with their answer times, delivery latencies
+// stdin "report" answers one JSON line: clients connected, refusals with a histogram of their answer times, delivery latencies
 // (publish to receipt, ms); "reset" clears the samples.
 import net from 'node:net'
 import readline from 'node:readline'
@@ -11,16 +11,25 @@ const JITTER = Number(process.env.BENCH_ADMISSION_JITTER_MS ?? 0)
 const REQUEST = 'GET /subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n'
 let connected = 0
 let failures = 0
-let refusalTimes: number[] = []
-let latencies: number[] = []
+let refusalTimes: Histogram = {}
+let latencies: Histogram = {}
+let refusals = 0
+let deliveries = 0
+/** Samples by whole milliseconds (sparse), so that the orchestrator merges every worker's into one p99. */
+type Histogram = Record<number, number>
+function record (histogram: Histogram, ms: number): void {
+  const bucket = Math.max(0, Math.floor(ms))
+  histogram[bucket] = (histogram[bucket] ?? 0) + 1
+}
 const now = (): number => performance.timeOrigin + performance.now()
 
 function attempt (): void {
+  // Timed from the connect() call: a handshake the kernel dropped (a full accept queue) counts in the answer time.
+  const sent = performance.now()
   const socket = net.connect({ port, host: '127.0.0.1', localAddress })
-  let sent = 0
   let state: 'head' | 'open' | 'refused' = 'head'
   let text = ''
-  socket.once('connect', () => { sent = performance.now(); socket.write(REQUEST) })
+  socket.once('connect', () => { socket.write(REQUEST) })
   socket.on('data', (chunk: Buffer) => {
     text += chunk.toString('latin1')
     if (state === 'head') {
@@ -28,7 +37,8 @@ function attempt (): void {
       if (end === -1) return
       if (text.startsWith('HTTP/1.1 503')) {
         state = 'refused'
-        refusalTimes.push(performance.now() - sent)
+        record(refusalTimes, performance.now() - sent)
+        refusals++
         const seconds = Number(/retry-after: (\d+)/i.exec(text)?.[1] ?? 1)
         socket.destroy()
         setTimeout(attempt, seconds * 1000 + JITTER * Math.random())
@@ -42,7 +52,10 @@ function attempt (): void {
     if (last === -1) return
     const received = now()
     for (const line of text.slice(0, last).split('\n')) {
-      if (line.startsWith('data: ')) latencies.push(received - Number(line.slice(6)))
+      if (line.startsWith('data: ')) {
+        record(latencies, received - Number(line.slice(6)))
+        deliveries++
+      }
     }
     text = text.slice(last + 1)
   })
@@ -59,17 +72,13 @@ const timer = setInterval(() => {
   if (started === count) clearInterval(timer)
 }, 10)
 
-function p99 (samples: number[]): number {
-  if (samples.length === 0) return 0
-  const sorted = Float64Array.from(samples).sort()
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))]
-}
-
 for await (const line of readline.createInterface({ input: process.stdin })) {
   if (line === 'reset') {
-    refusalTimes = []
-    latencies = []
+    refusalTimes = {}
+    latencies = {}
+    refusals = 0
+    deliveries = 0
   } else if (line === 'report') {
-    process.stdout.write(JSON.stringify({ connected, failures, refusals: refusalTimes.length, refusalP99: p99(refusalTimes), deliveries: latencies.length, deliveryP99: p99(latencies) }) + '\n')
+    process.stdout.write(JSON.stringify({ connected, failures, refusals, refusalTimes, deliveries, latencies }) + '\n')
   }
 }
