@@ -4,7 +4,8 @@ import type { ResolveFastifyRequestType } from 'fastify/types/type-provider.js'
 import { checkRefusal, StreamAdmission } from './lib/admission.js'
 import { EventHub } from './lib/hub.js'
 import { EventRuns } from './lib/runs/runs.js'
-import { openEventStream } from './lib/open.js'
+import { openEventStream, streamStatus } from './lib/open.js'
+import { checkEventSchemas } from './lib/schema-events.js'
 import { resolveCompression } from './lib/compress.js'
 import { resolveOptions, type FastifyEventStreamOptions, type StreamOptions } from './lib/options.js'
 import { StreamRegistry } from './lib/registry.js'
@@ -46,10 +47,29 @@ export type LastEventIdOf<Headers, Querystring = unknown> =
   | ('last-event-id' extends keyof Headers ? Exclude<Headers['last-event-id'], undefined> : string)
   | (QueryName extends keyof Querystring ? Exclude<Querystring[QueryName], undefined> : never)
 
+/**
+ * The events a route's `schema.events` declares, each typed by the route's type provider as Fastify types a reply
+ * from its response schema (TypeBox's `Static`, json-schema-to-ts' `FromSchema`; `unknown` without a provider);
+ * EventMap when the route declares none.
+ */
+export type EventsOfSchema<TypeProvider extends FastifyTypeProvider, SchemaCompiler> =
+  SchemaCompiler extends { events: infer Declared extends Record<string, unknown> }
+    ? { [Name in keyof Declared & string]: (TypeProvider & { schema: Declared[Name] })['serializer'] }
+    : EventMap
+
 type RequestTypeOf<TypeProvider extends FastifyTypeProvider, SchemaCompiler extends FastifySchema, RouteGeneric extends RouteGenericInterface> =
   ResolveFastifyRequestType<TypeProvider, SchemaCompiler, RouteGeneric>
 
 declare module 'fastify' {
+  interface FastifySchema {
+    /**
+     * An event stream route's events: one JSON schema per event name. `stream.send()` serializes each with the route's
+     * serializer compiler (fields the schema does not declare are left out) and sends no other event; with a type
+     * provider, `reply.sse()` is typed from them.
+     */
+    events?: Record<string, unknown>
+  }
+
   interface FastifyInstance {
     /** How many event streams are open on this instance right now. */
     readonly openEventStreams: number
@@ -70,7 +90,7 @@ declare module 'fastify' {
      * options) FST_SSE_INVALID_OPTION. A stream that admission control refuses is answered here (503 with
      * Retry-After, or a `retry:` hint) and returned already closed: `stream.closed` is true and writes resolve false.
      */
-    sse<Events extends EventMap = EventMap> (status?: number, options?: StreamOptions): EventStream<Events, LastEventIdOf<
+    sse<Events extends EventMap = EventsOfSchema<TypeProvider, SchemaCompiler>> (status?: number, options?: StreamOptions): EventStream<Events, LastEventIdOf<
       RequestTypeOf<TypeProvider, SchemaCompiler, RouteGeneric>['headers'], RequestTypeOf<TypeProvider, SchemaCompiler, RouteGeneric>['query']>>
   }
 }
@@ -97,22 +117,21 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
   fastify.decorateReply(kStream, null)
   fastify.decorateReply('sse', function sse (this: FastifyReply, status?: number, streamOptions?: StreamOptions) {
     if (this.sent || this.raw.headersSent) throw new FST_SSE_REPLY_SENT()
+    // A mistake in the call is an error whether or not the stream would be admitted.
+    const code = streamStatus(this, status)
+    const streamCompression = streamOptions?.compression === undefined ? compression : resolveCompression(streamOptions.compression, 'sse() compression')
     const refusal = streamOptions?.refusal === undefined ? admission.refusal : checkRefusal('sse() refusal', streamOptions.refusal)
     const { reason, key } = admission.check(this.request, this.server)
     if (reason !== undefined) return admission.refuse(this, reason, refusal, { maxBufferedBytes })
-    const stream = openEventStream(this, status, {
-      maxBufferedBytes,
-      retry,
-      registry,
-      lastEventIdQuery,
-      heartbeat,
-      compression: streamOptions?.compression === undefined ? compression : resolveCompression(streamOptions.compression, 'sse() compression')
-    })
+    const stream = openEventStream(this, code, { maxBufferedBytes, retry, registry, lastEventIdQuery, heartbeat, compression: streamCompression })
     admission.hold(stream, key)
     ;(this as StreamReply)[kStream] = stream
     return stream
   })
-  fastify.addHook('onRoute', (route: RouteOptions) => { route.handler = guard(route.handler as Handler) })
+  fastify.addHook('onRoute', (route: RouteOptions) => {
+    checkEventSchemas((route.schema as { events?: unknown } | undefined)?.events, `${String(route.method)} ${route.url}`)
+    route.handler = guard(route.handler as Handler)
+  })
   // preClose runs before the server stops accepting: streams end first, so fastify.close() never waits on them.
   // Runs first, so that their readers here get the final event before the streams close.
   fastify.addHook('preClose', async () => {

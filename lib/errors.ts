@@ -56,3 +56,6 @@ export const FST_SSE_RUN_LIMIT = createError('FST_SSE_RUN_LIMIT', 'Too many runs
 
 /** A run was started, read or cancelled after the Fastify instance began to close. */
 export const FST_SSE_RUNS_CLOSED = createError('FST_SSE_RUNS_CLOSED', 'Runs are closed: the server is shutting down', 503)
+
+/** stream.send() of an event that the route's schema.events does not declare, or whose payload its schema refuses: nothing is sent. */
+export const FST_SSE_INVALID_EVENT = createError('FST_SSE_INVALID_EVENT', 'Invalid event %s: %s', 500, TypeError)

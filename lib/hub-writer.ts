@@ -113,7 +113,8 @@ export class HubWriter {
     } finally {
       this.#flushing = false
     }
-    if (hubDeliver.hasSubscribers) hubDeliver.publish({ hub: this.#host.hub, deliveries: this.delivered - before })
+    // A tick whose events reached nobody (their subscribers left, or had them by replay) is not a delivery.
+    if (hubDeliver.hasSubscribers && this.delivered > before) hubDeliver.publish({ hub: this.#host.hub, deliveries: this.delivered - before })
   }
 
   /** The events of a subscriber whose replay is written, once it is live. */
@@ -246,7 +247,8 @@ export class HubWriter {
     this.delivered += fresh.length
     const joined = first === 0 && frames !== undefined ? frames : this.#framesOf(fresh)
     for (const frame of joined) subscription.stream.write(frame)
-    // The stream counted a joined frame as one message: it carries one per event.
-    this.#host.sent.messages += fresh.length - joined.length
+    // The stream counted a joined frame as one message: it carries one per event (unless the stream refused it, cut
+    // off as too slow by this very write).
+    if (fresh.length !== joined.length && !subscription.stream.closed) this.#host.sent.messages += fresh.length - joined.length
   }
 }

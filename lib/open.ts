@@ -1,3 +1,4 @@
+import { routeEventSerializers } from './schema-events.js'
 import type { FastifyReply } from 'fastify'
 import {
   ACCEL_BUFFERING_HEADER, ACCEL_BUFFERING_VALUE, CACHE_CONTROL_HEADER, CACHE_CONTROL_VALUE, CONNECTION_HEADER,
@@ -28,11 +29,16 @@ const DROPPED_HEADERS = ['content-length', 'content-encoding']
 /** Connection-specific headers, which HTTP/2 forbids. */
 const HTTP2_DROPPED_HEADERS = [...DROPPED_HEADERS, 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']
 
-/** Hijacks the reply, writes status and headers at once, and returns the stream. */
-export function openEventStream (reply: FastifyReply, status: number | undefined, settings: OpenSettings): EventStream<any, any> {
-  // reply.sse() checked that the reply was not sent, before admission control.
+/** The status a stream opens with (the reply's unless given), else FST_SSE_INVALID_STATUS. */
+export function streamStatus (reply: FastifyReply, status: number | undefined): number {
   const code = status ?? reply.statusCode
   if (!Number.isInteger(code) || code < 200 || code > 599) throw new FST_SSE_INVALID_STATUS(String(code))
+  return code
+}
+
+/** Hijacks the reply, writes status and headers at once, and returns the stream. */
+export function openEventStream (reply: FastifyReply, code: number, settings: OpenSettings): EventStream<any, any> {
+  // reply.sse() checked the reply (not sent) and the status, before admission control.
   const raw = reply.raw as unknown as RawResponse & {
     writeHead (status: number, headers: Headers): unknown
     hasHeader (name: string): boolean
@@ -63,7 +69,8 @@ export function openEventStream (reply: FastifyReply, status: number | undefined
     log: reply.log,
     owner: settings.registry,
     sent: settings.registry.sent,
-    encoder
+    encoder,
+    serializers: routeEventSerializers(reply)
   })
   settings.registry.add(stream)
   if (streamOpen.hasSubscribers) streamOpen.publish({ stream, request })

@@ -3,6 +3,7 @@ import { Socket } from 'node:net'
 import type { StreamEncoder } from './compress.js'
 import { CLOSE_GRACE_MS } from './constants.js'
 import type { CloseReason } from './diagnostics.js'
+import { serializeEvent, type EventSerializers } from './schema-events.js'
 import { encodeComment, jsonData, messageFrame, type EncodedMessage, type MessageData, type MessageOptions } from './encode.js'
 import { FST_SSE_INVALID_FIELD, FST_SSE_INVALID_OPTION } from './errors.js'
 import type { EventMap } from './events.js'
@@ -48,6 +49,8 @@ export interface StreamSettings {
   sent: { messages: number, bytes: number }
   /** Compresses what the stream writes (the response's Content-Encoding), if the client accepted a coding. */
   encoder?: StreamEncoder | undefined
+  /** The route's declared events (`schema.events`): send() serializes with them and sends nothing else. */
+  serializers?: EventSerializers | undefined
 }
 
 /** A frame as text (encoded to UTF-8 with the rest of its batch) or as bytes. */
@@ -212,9 +215,15 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
     return this.#enqueue(messageFrame(data, options))
   }
 
-  /** Sends a typed event whose data is the JSON of the payload. */
+  /**
+   * Sends a typed event whose data is the JSON of the payload. On a route that declares its events (`schema.events`),
+   * the payload is serialized by the event's compiled schema (fields it does not declare are left out), and an
+   * undeclared event or a payload the schema refuses throws FST_SSE_INVALID_EVENT, sending nothing.
+   */
   send<E extends keyof Events & string> (event: E, payload: Events[E], options?: SendOptions): Promise<boolean> {
-    return this.message(jsonData(payload), { id: options?.id, retry: options?.retry, event })
+    const serializers = this.#settings.serializers
+    const data = serializers === undefined ? jsonData(payload) : serializeEvent(serializers, event, payload)
+    return this.message(data, { id: options?.id, retry: options?.retry, event })
   }
 
   /**

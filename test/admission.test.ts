@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import http from 'node:http'
 import underPressure from '@fastify/under-pressure'
-import { build, get, listen, readAll, readUntil } from './helpers.js'
+import { build, get, listen, openAfterClientLeft, readAll, readUntil } from './helpers.js'
 import type { EventStream, FastifyEventStreamOptions, Refusal } from '../index.js'
 
 /** An app whose /events route opens a stream and keeps it (the streams it opened are in `streams`). */
@@ -110,22 +110,8 @@ t.test('the default key is the client IP', async t => {
 
 t.test('a stream whose client left before it opened holds no slot of its key', async t => {
   const app = await build(t, { admission: { maxStreamsPerKey: 1, key: () => 'k' } })
-  let left!: () => void
-  const gone = new Promise<void>(resolve => { left = resolve })
-  let handling = false
-  const opened = new Promise<EventStream>(resolve => {
-    app.get('/late', async (request, reply) => {
-      handling = true
-      request.raw.on('close', left)
-      await gone
-      resolve(reply.sse())
-    })
-  })
-  const request = http.get(`${await listen(app)}/late`, { agent: false })
-  request.on('error', () => {})
-  await waitFor(() => handling)
-  request.destroy()
-  t.equal((await opened).closed, true, 'the stream ended as it opened')
+  const stream = await openAfterClientLeft(app, '/late')
+  t.equal(stream.closed, true, 'the stream ended as it opened')
   t.equal(app.eventStreamAdmission.stats().keys, 0)
 })
 
@@ -197,3 +183,16 @@ async function waitFor (condition: () => boolean): Promise<boolean> {
   while (!condition()) await new Promise(resolve => setTimeout(resolve, 5))
   return true
 }
+
+t.test('a full instance answers a mistaken call with its error, not with a refusal', async t => {
+  const app = await build(t, { admission: { maxStreams: 0 } })
+  app.get('/status', (_request, reply) => { reply.sse(99) })
+  app.get('/option', (_request, reply) => { reply.sse(200, { compression: { encodings: ['zip'] } } as never) })
+  const status = await app.inject('/status')
+  t.equal(status.statusCode, 500)
+  t.equal(status.json().code, 'FST_SSE_INVALID_STATUS')
+  const option = await app.inject('/option')
+  t.equal(option.statusCode, 500)
+  t.equal(option.json().code, 'FST_SSE_INVALID_OPTION')
+  t.same(app.eventStreamAdmission.stats().refused, { streams: 0, key: 0, pressure: 0 }, 'nothing refused')
+})

@@ -112,6 +112,29 @@ export async function until (check: () => boolean, what: string, ms = 5000): Pro
 }
 
 /** Records the interval timers created and cleared while a test runs (the heartbeat is one). */
+/**
+ * A stream opened by a handler that awaited something first, while its client left: the route's handler waits for
+ * the client to go, then calls reply.sse(). Resolves with that stream once it opened.
+ */
+export async function openAfterClientLeft (app: FastifyInstance, path: string): Promise<EventStream> {
+  let left!: () => void
+  const gone = new Promise<void>(resolve => { left = resolve })
+  let handling = false
+  const opened = new Promise<EventStream>(resolve => {
+    app.get(path, async (request, reply) => {
+      handling = true
+      request.raw.on('close', left)
+      await gone
+      resolve(reply.sse())
+    })
+  })
+  const request = http.get(`${await listen(app)}${path}`, { agent: false })
+  request.on('error', () => {})
+  await until(() => handling, 'the handler')
+  request.destroy()
+  return await opened
+}
+
 export function trackIntervals (t: Test): { delays: unknown[], live: () => number } {
   const { setInterval: set, clearInterval: clear } = globalThis
   const delays: unknown[] = []

@@ -1,9 +1,8 @@
 import { once } from 'node:events'
-import http from 'node:http'
 import http2 from 'node:http2'
 import t from 'tap'
 import type { EventStream } from '../index.js'
-import { build, captureLogs, fillSocket, get, listen, readAll, readUntil, trackIntervals, until } from './helpers.js'
+import { build, captureLogs, fillSocket, get, openAfterClientLeft, listen, readAll, readUntil, trackIntervals, until } from './helpers.js'
 
 t.test('headers reach the client at once, before any event', async t => {
   const app = await build(t)
@@ -40,22 +39,7 @@ t.test('client disconnect: closed, signal aborted, stream gone from the registry
 t.test('a client that left before the handler opened its stream (the handler awaited first): ended at once, not kept', async t => {
   const app = await build(t, { heartbeat: 20 })
   const intervals = trackIntervals(t)
-  let left!: () => void
-  const gone = new Promise<void>(resolve => { left = resolve })
-  let handling = false
-  const opened = new Promise<EventStream>(resolve => {
-    app.get('/', async (request, reply) => {
-      handling = true
-      request.raw.on('close', left)
-      await gone
-      resolve(reply.sse())
-    })
-  })
-  const request = http.get(`${await listen(app)}/`, { agent: false })
-  request.on('error', () => {})
-  await until(() => handling, 'the handler')
-  request.destroy()
-  const stream = await opened
+  const stream = await openAfterClientLeft(app, '/')
   t.equal(stream.closed, true)
   t.equal(stream.signal.aborted, true)
   t.equal(app.openEventStreams, 0, 'not left in the registry')

@@ -185,11 +185,15 @@ t.test('diagnostics channels: open, close with its reason, refused, publish (wit
   refused.resume()
   await app.eventHub.publish('news', 'one')
   await readUntil(client, 'one')
-  await stream.close()
+  // Published and left in the same tick: the tick's event reaches nobody, which is no delivery.
+  const last = app.eventHub.publish('news', 'two')
+  const closing = stream.close()
+  await last
+  await closing
   await once(client.resume(), 'end')
 
   const names = seen.map(([name]) => name)
-  t.same(names.filter(name => name !== 'hubDeliver'), ['streamOpen', 'streamRefused', 'hubPublish', 'streamClose'])
+  t.same(names.filter(name => name !== 'hubDeliver'), ['streamOpen', 'streamRefused', 'hubPublish', 'streamClose', 'hubPublish'])
   const [, open] = seen.find(([name]) => name === 'streamOpen') as [string, Record<string, unknown>]
   t.equal(open.stream, stream)
   t.equal((open.request as { url: string }).url, '/events')
@@ -234,6 +238,32 @@ t.test('every reason a stream ends is counted: client, server, slow, shutdown, e
   const aged = await get(`${await listen(aging)}/`)
   await once(aged.resume(), 'end')
   t.same(aging.eventHub.stats().closed, { client: 0, server: 0, slow: 0, age: 1, shutdown: 0, error: 0 })
+})
+
+t.test('messages sent count what a subscriber cut off by a joined batch received, not the batch it refused', async t => {
+  const app = await build(t, { heartbeat: false, maxBufferedBytes: 64 * 1024 })
+  let stream!: EventStream
+  app.get('/events', (_request, reply) => {
+    stream = reply.sse()
+    app.eventHub.subscribe(stream, 'big').catch(() => {})
+  })
+  const slow = await get(`${await listen(app)}/events`)
+  slow.pause()
+  await waitFor(() => app.eventHub.stats().subscribers.big === 1)
+  const big = 'z'.repeat(8 * 1024)
+  // What the stream sent as it opened (its retry hint) is counted apart.
+  const opening = app.eventHub.stats().sent.messages
+  // Three events a tick reach the stream as one joined frame, until one such frame crosses its bound.
+  let ticks = 0
+  while (!stream.closed) {
+    for (let i = 0; i < 3; i++) app.eventHub.publish('big', big).catch(() => {})
+    await new Promise(resolve => setImmediate(resolve))
+    ticks++
+  }
+  slow.destroy()
+  t.equal(app.eventHub.stats().closed.slow, 1, 'cut off by a joined frame')
+  t.ok(ticks > 1)
+  t.equal(app.eventHub.stats().sent.messages - opening, 3 * (ticks - 1), 'every tick before the cut counted as its three events; the refused one not at all')
 })
 
 async function waitFor (check: () => boolean): Promise<void> {
