@@ -258,7 +258,7 @@ export class RunOwner {
         const result = await this.#settings.store.append(this.key, this.id, first, frames, end, this.#settings.lease, this.#settings.ttl)
         this.#lastContact = Date.now()
         // Stored (a cancelled run's frames are stored too): the readers here have them now.
-        if (result !== 'lost') for (const listener of Array.from(this.#listeners)) listener.frames(this.id, first, frames, end !== undefined)
+        if (result !== 'lost' && this.#listeners.size > 0) for (const listener of Array.from(this.#listeners)) listener.frames(this.id, first, frames, end !== undefined)
         this.#answer(result)
         return
       } catch (err) {
