@@ -31,7 +31,10 @@ async function instance (t: Test, prefix: string, options: { redis?: string, run
 async function ownerProcess (t: Test, prefix: string, key: string): Promise<{ child: ChildProcess, port: number }> {
   const child = spawn(process.execPath, ['dist/bench/run-instance.js', SHARED_REDIS, prefix, '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => { child.kill('SIGKILL') })
-  const [line] = await once(createInterface({ input: child.stdout as NodeJS.ReadableStream }), 'line') as [string]
+  // A child that dies before it is ready fails the test instead of leaving it waiting for a line.
+  const exited = once(child, 'exit').then(([code, signal]) => { throw new Error(`the run instance exited before it was ready (${String(code ?? signal)})`) })
+  exited.catch(() => {})
+  const [line] = await Promise.race([once(createInterface({ input: child.stdout as NodeJS.ReadableStream }), 'line') as Promise<[string]>, exited])
   const port = Number(line.split(' ')[1])
   const started = await fetch(`http://127.0.0.1:${port}/runs/${key}?tokens=1000&rate=50`, { method: 'PUT' })
   t.same(await started.json(), { started: true }, 'the run started in its own process')
