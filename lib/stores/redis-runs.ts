@@ -210,13 +210,23 @@ export class RedisRunStore implements RunStore {
 
   #subscriber (): Redis {
     if (this.#sub !== undefined) return this.#sub
-    const sub = this.#host.client.duplicate({ maxRetriesPerRequest: null, autoResubscribe: true, enableOfflineQueue: true })
+    // The store subscribes again itself after a reconnection: ioredis 5's autoResubscribe leaves a failure of its
+    // SUBSCRIBE unhandled (a connection closed meanwhile was an unhandled rejection, which ends a process).
+    const sub = this.#host.client.duplicate({ maxRetriesPerRequest: null, autoResubscribe: false, enableOfflineQueue: true })
+    let dropped = false
     sub.on('error', this.#host.onError)
     sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.#message(channel.toString(), message))
     // Messages published while the connection is away are lost: every listener is told, and readers resume.
     sub.on('close', () => {
+      dropped = true
       const err = new FST_SSE_STORE_UNAVAILABLE('the run subscriber connection closed')
       for (const listeners of this.#frames.values()) for (const listener of Array.from(listeners)) listener.fail(err)
+    })
+    sub.on('ready', () => {
+      const channels = Array.from(this.#subscribed.keys())
+      if (!dropped || channels.length === 0) return
+      dropped = false
+      sub.subscribe(...channels).catch(this.#host.onError)
     })
     this.#sub = sub
     return sub
