@@ -223,10 +223,9 @@ export class RedisRunStore implements RunStore {
       for (const listeners of this.#frames.values()) for (const listener of Array.from(listeners)) listener.fail(err)
     })
     sub.on('ready', () => {
-      const channels = Array.from(this.#subscribed.keys())
-      if (!dropped || channels.length === 0) return
+      if (!dropped || this.#subscribed.size === 0) return
       dropped = false
-      sub.subscribe(...channels).catch(this.#host.onError)
+      sub.subscribe(...this.#subscribed.keys()).catch(this.#host.onError)
     })
     this.#sub = sub
     return sub

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import fastifyEventStream, { type ParsedEvent, type RunsOptions } from '../../index.js'
 import { RedisStore, type RedisStoreSettings } from '../../lib/stores/redis.js'
@@ -196,6 +197,29 @@ t.test('Redis restarting: readers close and resume; owners keep writing once it 
   t.equal((await a.app.eventRuns.get('through')), null, 'a Redis without persistence lost the run')
   source.push('after')
   t.equal(await done, 'lost', 'its owner learns the run is gone and stops')
+  await source.stopped
+})
+
+t.test('after Redis restarts, the owner listens for cancels again: a cancel from the other instance stops it at once, not at the renewal', async t => {
+  const server = await redisServer(t, { persistent: true })
+  const prefix = uniquePrefix(t)
+  const a = await instance(t, prefix, { redis: server.url, store: { timeout: 500 }, runs: { lease: 60_000 } })
+  const b = await instance(t, prefix, { redis: server.url, store: { timeout: 500 } })
+  const source = pushable()
+  const { done } = await a.app.eventRuns.start('survivor', source)
+  source.push('kept')
+  const admin = new Redis(server.url, { maxRetriesPerRequest: null, retryStrategy: () => 20 })
+  admin.on('error', () => {})
+  t.teardown(() => admin.disconnect())
+  const listening = async (): Promise<number> => ((await admin.pubsub('NUMSUB', `${prefix}:rx:survivor`)) as [string, number])[1]
+  await until(async () => await listening() === 1, 'the owner listening for cancels')
+  await server.kill()
+  await server.start()
+  await until(async () => await listening().catch(() => 0) === 1, 'the owner listening again after the restart')
+  const asked = Date.now()
+  t.equal(await b.app.eventRuns.cancel('survivor'), true)
+  t.equal(await done, 'cancelled')
+  t.ok(Date.now() - asked < 2000, `stopped ${Date.now() - asked} ms after the cancel (the renewal comes every 20 s)`)
   await source.stopped
 })
 
