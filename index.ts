@@ -5,7 +5,7 @@ import { checkRefusal, StreamAdmission } from './lib/admission.js'
 import { EventHub } from './lib/hub.js'
 import { EventRuns } from './lib/runs/runs.js'
 import { openEventStream, streamStatus } from './lib/open.js'
-import { checkEventSchemas } from './lib/schema-events.js'
+import { checkEventSchemas, compileHubEvents, type EventSerializers } from './lib/schema-events.js'
 import { resolveCompression } from './lib/compress.js'
 import { resolveOptions, type FastifyEventStreamOptions, type StreamOptions } from './lib/options.js'
 import { StreamRegistry } from './lib/registry.js'
@@ -20,6 +20,7 @@ export type { FastifyEventStreamOptions, HubOptions, RunsOptions, StreamOptions 
 export type { CompressionOptions, StreamEncoding } from './lib/compress.js'
 export { StreamAdmission, type AdmissionOptions, type AdmissionStats, type Refusal, type RefusalReason } from './lib/admission.js'
 export { EventHub, type HubStats, type PublishOptions, type SubscribeOptions } from './lib/hub.js'
+export { eventStreamTransform, type DocumentedAs, type DocumentedRoute, type DocumentTransform } from './lib/openapi.js'
 export { MemoryStore, type MemoryStoreOptions } from './lib/stores/memory.js'
 export type { EventStore, NewEvent, Replay, StoredEvent, StoreFailure, StoreListener, StoreStats } from './lib/stores/store.js'
 export { EventRuns, type ReadOptions, type RunFactory, type RunSource, type RunsStats, type StartedRun, type StartOptions } from './lib/runs/runs.js'
@@ -53,9 +54,14 @@ export type LastEventIdOf<Headers, Querystring = unknown> =
  * EventMap when the route declares none.
  */
 export type EventsOfSchema<TypeProvider extends FastifyTypeProvider, SchemaCompiler> =
-  SchemaCompiler extends { events: infer Declared extends Record<string, unknown> }
-    ? { [Name in keyof Declared & string]: (TypeProvider & { schema: Declared[Name] })['serializer'] }
-    : EventMap
+  SchemaCompiler extends { events: infer Declared extends Record<string, unknown> } ? EventsOf<TypeProvider, Declared> : EventMap
+
+/**
+ * Declared events (one JSON schema per event name) typed by a type provider: the event map of the hub's
+ * `hub.events`, say, `app.eventHub as EventHub<EventsOf<TypeBoxTypeProvider, typeof events>>`.
+ */
+export type EventsOf<TypeProvider extends FastifyTypeProvider, Declared extends Record<string, unknown>> =
+  { [Name in keyof Declared & string]: (TypeProvider & { schema: Declared[Name] })['serializer'] }
 
 type RequestTypeOf<TypeProvider extends FastifyTypeProvider, SchemaCompiler extends FastifySchema, RouteGeneric extends RouteGenericInterface> =
   ResolveFastifyRequestType<TypeProvider, SchemaCompiler, RouteGeneric>
@@ -109,7 +115,13 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
   })
   const admission = new StreamAdmission(options.admission ?? {}, reconnectWindow, () => registry.size)
   fastify.decorate('eventStreamAdmission', admission)
-  const hub = new EventHub({ ...hubOptions, log: fastify.log, counters: registry })
+  // The hub's declared events compile with the app's serializer compiler once the app is ready (a schema it refuses
+  // fails startup), or at the first send() before that.
+  let hubSerializers: EventSerializers | undefined
+  const { events: hubEvents } = hubOptions
+  const serializers = hubEvents === undefined ? undefined : () => (hubSerializers ??= compileHubEvents(fastify, hubEvents))
+  const hub = new EventHub({ ...hubOptions, serializers, log: fastify.log, counters: registry })
+  if (serializers !== undefined) fastify.addHook('onReady', async () => { serializers() })
   fastify.decorate('openEventStreams', { getter: () => registry.size })
   fastify.decorate('eventHub', hub)
   const runs = new EventRuns({ ...runsOptions, lastEventIdQuery, log: fastify.log })
@@ -129,7 +141,7 @@ const plugin: FastifyPluginAsync<FastifyEventStreamOptions> = async (fastify, op
     return stream
   })
   fastify.addHook('onRoute', (route: RouteOptions) => {
-    checkEventSchemas((route.schema as { events?: unknown } | undefined)?.events, `${String(route.method)} ${route.url}`)
+    checkEventSchemas((route.schema as { events?: unknown } | undefined)?.events, 'schema.events', ` of ${String(route.method)} ${route.url}`)
     route.handler = guard(route.handler as Handler)
   })
   // preClose runs before the server stops accepting: streams end first, so fastify.close() never waits on them.

@@ -19,7 +19,8 @@ interface Part {
 
 const PARTS: Part[] = [
   // Burst, fan-out, batches (in one tick, awaited in a loop, one per tick, with stalled clients) and idle streams.
-  { name: 'run', script: 'run.js', env: { BENCH_ROUNDS: '3', BENCH_CLIENTS: '1000', BENCH_BURST: '100000', BENCH_IMPLS: 'ours,ours (hub),ours (hub+metrics),ours (message),node:http,node:http (socket)' } },
+  { name: 'run', script: 'run.js', env: { BENCH_ROUNDS: '3', BENCH_CLIENTS: '1000', BENCH_BURST: '100000', BENCH_IMPLS: 'ours,ours (hub),ours (hub+metrics),ours (message),node:http,node:http (socket),ours (send json),ours (send schema)' } },
+  { name: 'serialize', script: 'serialize.js', env: { BENCH_ROUNDS: '3', BENCH_SERIALIZE_EVENTS: '300000' } },
   { name: 'scale', script: 'scale.js', env: { BENCH_SCALE: '2000', BENCH_SCALE_ROUNDS: '1' } },
   { name: 'redis', script: 'redis.js', env: { BENCH_SECONDS: '1', BENCH_TOPICS_MAX: '1000' } },
   { name: 'redis-fleet', script: 'redis-fleet.js', env: { BENCH_FLEET_STREAMS: '1000', BENCH_FLEET_SUBSCRIBERS: '500', BENCH_FLEET_SECONDS: '3', BENCH_FLEET_STEP_SECONDS: '2' } },

@@ -14,11 +14,17 @@ const FLOOR = 'node:http (socket)'
 const MESSAGE = 'ours (message)'
 /** The hub with the Prometheus metrics on and scraped: compared with the hub, in fan-out and batches. */
 const METRICS = 'ours (hub+metrics)'
-const ALL = ['ours', 'ours (hub)', METRICS, MESSAGE, 'node:http', FLOOR, '@fastify/sse', 'fastify-sse-v2', 'better-sse']
+/**
+ * Typed JSON events of about 200 bytes, sent and broadcast (the hub's send()) with JSON.stringify() or the compiled
+ * schema: in the burst, and in fan-out as a batch awaited in a loop.
+ */
+const JSON_SEND = 'ours (send json)'
+const SCHEMA_SEND = 'ours (send schema)'
+const ALL = ['ours', 'ours (hub)', METRICS, MESSAGE, 'node:http', FLOOR, '@fastify/sse', 'fastify-sse-v2', 'better-sse', JSON_SEND, SCHEMA_SEND]
 const IMPLS = process.env.BENCH_IMPLS === undefined ? ALL : ALL.filter(impl => (process.env.BENCH_IMPLS as string).split(',').includes(impl))
 /** The hub's burst is the core's: it is measured in fan-out and idle only. */
 const HUB = 'ours (hub)'
-const OTHERS = IMPLS.filter(impl => impl !== 'ours' && impl !== HUB && impl !== MESSAGE && impl !== METRICS)
+const OTHERS = IMPLS.filter(impl => impl !== 'ours' && impl !== HUB && impl !== MESSAGE && impl !== METRICS && impl !== JSON_SEND && impl !== SCHEMA_SEND)
 /** The hub against the two plain servers (res.write() and the pre-framed socket floor) and the message() loop. */
 const HUB_VERSUS = ['node:http', FLOOR, MESSAGE]
 /** The batch scenarios: ours, the hub, the message() loop and the two plain servers. */
@@ -155,6 +161,14 @@ for (let round = 1; round <= ROUNDS; round++) {
   for (const impl of IMPLS) {
     const server = servers.get(impl) as Server
     process.stderr.write(`round ${round} ${impl}\n`)
+    if (impl === JSON_SEND || impl === SCHEMA_SEND) {
+      if (SCENARIOS.includes('burst')) record('burst of 200-byte JSON events', impl, await burst(server))
+      // Fan-out as users write it: a loop that awaits each send(); serialization is once per publish.
+      if (SCENARIOS.includes('fan-out')) {
+        for (const clients of CLIENTS) record(`${BATCH} 200-byte JSON events awaited in a loop ${clients}`, impl, await fanout(server, clients, BATCH, BATCHES, 'awaited'))
+      }
+      continue
+    }
     // The burst is the core's for the hub and the message() loop, and res.write()'s for the floor (which differs in
     // broadcasts only); the message() loop differs from ours in broadcasts of batches only.
     if (SCENARIOS.includes('burst') && impl !== HUB && impl !== FLOOR && impl !== MESSAGE && impl !== METRICS) record('burst', impl, await burst(server))
@@ -173,15 +187,16 @@ const LOWER_IS_BETTER = /p50|p99|cpu|PerStream/
 const fmt = (value: number): string => Number.isNaN(value) ? '–' : value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(2)
 const ratio = (value: number): string => Number.isNaN(value) ? '–' : `${value.toFixed(2)}×`
 const WITH_METRICS = IMPLS.includes(METRICS) ? ['metrics on vs off (hub)'] : []
-const lines = [`| scenario / metric | ${IMPLS.join(' | ')} | ${OTHERS.map(impl => `ours vs ${impl}`).join(' | ')} | ${HUB_VERSUS.map(impl => `hub vs ${impl}`).join(' | ')} |${WITH_METRICS.map(name => ` ${name} |`).join('')}`,
-  `|---|${IMPLS.map(() => '---:').join('|')}|${OTHERS.map(() => '---:').join('|')}|${HUB_VERSUS.map(() => '---:').join('|')}|${WITH_METRICS.map(() => '---:|').join('')}`]
+const WITH_SCHEMA = IMPLS.includes(SCHEMA_SEND) && IMPLS.includes(JSON_SEND) ? ['schema vs JSON.stringify'] : []
+const columns = [...IMPLS, ...OTHERS.map(impl => `ours vs ${impl}`), ...HUB_VERSUS.map(impl => `hub vs ${impl}`), ...WITH_METRICS, ...WITH_SCHEMA]
+const lines = [`| scenario / metric | ${columns.join(' | ')} |`, `|---|${columns.map(() => '---:').join('|')}|`]
 for (const [key, row] of results) {
   const medianOf = (impl: string): number => median(row.get(impl) ?? [NaN])
   const lower = LOWER_IS_BETTER.test(key)
   // Ratios read "how many times better the first is": above 1 means it leads, whatever the metric's direction.
   const better = (a: number, b: number): number => lower ? b / a : a / b
   const ratios = [...OTHERS.map(other => better(medianOf('ours'), medianOf(other))), ...HUB_VERSUS.map(other => better(medianOf(HUB), medianOf(other))),
-    ...WITH_METRICS.map(() => better(medianOf(METRICS), medianOf(HUB)))]
+    ...WITH_METRICS.map(() => better(medianOf(METRICS), medianOf(HUB))), ...WITH_SCHEMA.map(() => better(medianOf(SCHEMA_SEND), medianOf(JSON_SEND)))]
   lines.push(`| ${key} (${lower ? 'lower' : 'higher'} is better) | ${IMPLS.map(impl => fmt(medianOf(impl))).join(' | ')} | ${ratios.map(ratio).join(' | ')} |`)
 }
 const table = lines.join('\n')
@@ -199,7 +214,10 @@ leads), for every metric whatever its direction. \`ours\` broadcasts with \`enco
 the streams it tracks; \`ours (hub)\` publishes each broadcast to a hub topic (kept in the in-memory history, encoded
 once, written to every subscriber). \`node:http\` writes one shared Buffer per broadcast with \`res.write()\`;
 \`node:http (socket)\` is the floor: each broadcast framed once as an HTTP chunk and that buffer written straight to
-every socket. The last two columns compare the hub with both. Units: events or deliveries per second; p50/p99 in ms from sending
+every socket. The last two columns compare the hub with both. \`ours (send json)\` and \`ours (send schema)\` send typed events of
+about 200 bytes (an order) with \`stream.send()\` in the burst and the hub's \`send()\` awaited in a loop, serialized by
+\`JSON.stringify()\` or by the events' schemas compiled with fast-json-stringify (\`schema.events\`, \`hub.events\`);
+the last column compares the two. Units: events or deliveries per second; p50/p99 in ms from sending
 a broadcast to its receipt by the last client; CPU in server user+system seconds per million events or deliveries;
 memory in bytes per open stream (RSS and heap after a GC); connects per second until every stream is open.
 

@@ -10,6 +10,7 @@ import { once } from 'node:events'
 import http from 'node:http'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyEventStream, { encodeMessage, type EventStream } from '../index.js'
+import { ORDER, ORDER_SCHEMA } from './order.js'
 
 // Peers are loaded by a name TypeScript does not resolve: @fastify/sse declares its own reply.sse.
 const load = async (name: string): Promise<any> => await import(name)
@@ -18,6 +19,8 @@ export const PAYLOAD = 'x'.repeat(36)
 const frame = (id: number): string => `id: ${id}\ndata: ${PAYLOAD}\n\n`
 
 interface Impl {
+  /** Options of the /burst route (its schema). */
+  burstRoute?: object
   burst: (request: http.IncomingMessage, response: http.ServerResponse, n: number, reply?: any) => Promise<void>
   subscribe: (request: http.IncomingMessage, response: http.ServerResponse, reply?: any) => Promise<void> | void
   /** The hub's returns publish()'s promise, which an awaited loop waits for. */
@@ -221,6 +224,35 @@ async function betterSse (_app: FastifyInstance): Promise<Impl> {
   }
 }
 
+/**
+ * ours with typed JSON events of about 200 bytes: the burst sends them with `stream.send()` and the broadcast with
+ * the hub's `send()`, serialized with `JSON.stringify()`, or, with `schema`, by the events' compiled schema (the
+ * route's `schema.events` and the plugin's `hub.events`).
+ */
+function oursSend (schema: boolean) {
+  return async (app: FastifyInstance): Promise<Impl> => {
+    const events = { order: ORDER_SCHEMA }
+    await app.register(fastifyEventStream, { heartbeat: false, hub: schema ? { events } : {} })
+    return {
+      burstRoute: schema ? { schema: { events } } : {},
+      async burst (_request, _response, n, reply) {
+        const stream: EventStream = reply.sse()
+        for (let i = 0; i < n; i++) await stream.send('order', ORDER, { id: i })
+        await stream.close()
+      },
+      subscribe (_request, _response, reply) {
+        app.eventHub.subscribe(reply.sse(), 'bench')
+      },
+      broadcast () {
+        const published = app.eventHub.send('bench', 'order', ORDER)
+        published.catch(() => {})
+        return published
+      },
+      subscribers: () => app.eventHub.stats().subscribers.bench ?? 0
+    }
+  }
+}
+
 /** ours, broadcasting with a loop of stream.message(): each event encoded for each stream. */
 async function oursMessage (app: FastifyInstance): Promise<Impl> {
   const core = await ours(app)
@@ -229,12 +261,22 @@ async function oursMessage (app: FastifyInstance): Promise<Impl> {
 
 async function fastifyServer (name: string): Promise<http.Server> {
   const app = Fastify()
-  const impl = await ({ ours, 'ours (message)': oursMessage, 'ours (hub)': oursHub, 'ours (hub+metrics)': oursHubMetrics, '@fastify/sse': fastifySse, 'fastify-sse-v2': fastifySseV2, 'better-sse': betterSse } as
-    Record<string, (app: FastifyInstance) => Promise<Impl>>)[name](app)
+  const impls: Record<string, (app: FastifyInstance) => Promise<Impl>> = {
+    ours,
+    'ours (message)': oursMessage,
+    'ours (hub)': oursHub,
+    'ours (hub+metrics)': oursHubMetrics,
+    'ours (send json)': oursSend(false),
+    'ours (send schema)': oursSend(true),
+    '@fastify/sse': fastifySse,
+    'fastify-sse-v2': fastifySseV2,
+    'better-sse': betterSse
+  }
+  const impl = await impls[name](app)
   const raw = name === 'better-sse'
   // @fastify/sse serves a route as SSE only when the route says so.
   const options = (name === '@fastify/sse' ? { sse: 'only' } : {}) as object
-  app.get<{ Querystring: { n: string } }>('/burst', options, async (request, reply) => {
+  app.get<{ Querystring: { n: string } }>('/burst', { ...options, ...impl.burstRoute }, async (request, reply) => {
     if (raw) reply.hijack()
     await impl.burst(request.raw, reply.raw, Number(request.query.n), reply)
   })

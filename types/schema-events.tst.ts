@@ -1,8 +1,9 @@
 import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
+import fastifySwagger, { type SwaggerTransform } from '@fastify/swagger'
 import Fastify from 'fastify'
 import { expect, test } from 'tstyche'
-import fastifyEventStream, { type EventMap, type EventsOfSchema, type EventStream } from '../index.js'
+import fastifyEventStream, { eventStreamTransform, type EventHub, type EventMap, type EventsOf, type EventsOfSchema, type EventStream } from '../index.js'
 
 const app = Fastify()
 app.register(fastifyEventStream)
@@ -62,4 +63,26 @@ test('without a type provider, the declared names are the events, their payloads
   })
   expect<EventsOfSchema<TypeBoxTypeProvider, { body: unknown }>>().type.toBe<EventMap>()
   expect(app.get).type.not.toBeCallableWith('/bad', { schema: { events: 'price' } }, () => {})
+})
+
+test('hub.events: the plugin takes them, and EventsOf types the hub from them', () => {
+  const events = {
+    order: Type.Object({ id: Type.String(), total: Type.Number() }),
+    cancelled: Type.Object({ id: Type.String() })
+  }
+  expect(fastifyEventStream).type.toBeCallableWith(app, { hub: { events } })
+  expect(fastifyEventStream).type.not.toBeCallableWith(app, { hub: { events: 'order' } })
+  const hub = app.eventHub as EventHub<EventsOf<TypeBoxTypeProvider, typeof events>>
+  expect(hub.send).type.toBeCallableWith('orders', 'order', { id: 'o-1', total: 12.5 })
+  expect(hub.send).type.not.toBeCallableWith('orders', 'order', { id: 'o-1' })
+  expect(hub.send).type.not.toBeCallableWith('orders', 'refund', { id: 'o-1' })
+  expect<EventsOf<TypeBoxTypeProvider, typeof events>>().type.toBe<{ order: { id: string, total: number }, cancelled: { id: string } }>()
+})
+
+test('eventStreamTransform is a @fastify/swagger transform, alone or wrapping the app\'s own', () => {
+  expect(eventStreamTransform()).type.toBeAssignableTo<SwaggerTransform>()
+  const own: SwaggerTransform = ({ schema, url }) => ({ schema, url })
+  expect(eventStreamTransform(own)).type.toBeAssignableTo<SwaggerTransform>()
+  expect(app.register).type.toBeCallableWith(fastifySwagger, { openapi: { openapi: '3.2.0' }, transform: eventStreamTransform() })
+  expect(eventStreamTransform).type.not.toBeCallableWith((input: { url: number }) => input)
 })
