@@ -33,13 +33,6 @@ export interface WriterHost {
 /** A tick's events for one subscriber are joined into frames of up to this many bytes (one write each). */
 const JOIN_BYTES = 64 * 1024
 
-/**
- * Subscribers written in one turn of the event loop: a flush to more goes on in the next turns (setImmediate), so
- * that a fan-out to ten thousand sockets does not hold the loop for its whole length (new connections, refusals and
- * requests wait behind it otherwise). About a millisecond of writes on this machine.
- */
-export const SLICE = 512
-
 /** A list of events of one tick, and the frames that carry them. */
 interface Batch {
   readonly events: StoredEvent[]
@@ -58,31 +51,12 @@ function flushTick (writer: HubWriter): void {
   writer.flush()
 }
 
-function continueSliced (writer: HubWriter): void {
-  writer.continue()
-}
-
-/**
- * A flush with more subscribers than a slice: its events per topic, their frames, and where it got to in a snapshot
- * of each topic's subscribers. Subscribers it handed (or that were released meanwhile) carry its stamp.
- */
-interface Sliced {
-  readonly byTopic: Map<Set<Subscription>, StoredEvent[]>
-  readonly joined: Map<StoredEvent[] | string, Batch>
-  readonly stamp: number
-  readonly lists: Array<[Set<Subscription>, Subscription[]]>
-  list: number
-  index: number
-}
-
 /**
  * The hub's writing side. What the store delivers waits for the end of the tick, so that a tick's events (a loop of
  * publishes, awaited or not; a page the Redis reader read) reach each socket as one write: one frame per subscriber,
  * joined once for every subscriber that gets the same events. Anything else written to a subscriber's stream
  * meanwhile first has this writer write what it holds for it (release), so frames leave in the order they were
- * written. Each stored event is encoded once, for every live subscriber and every replay that includes it. A flush
- * to more than SLICE subscribers writes a slice per turn of the event loop; later ticks' events wait for it to end
- * (release still writes a subscriber's share of both at once, in order).
+ * written. Each stored event is encoded once, for every live subscriber and every replay that includes it.
  */
 export class HubWriter {
   /** Frames handed to subscribers' write queues, replayed or live. */
@@ -94,8 +68,6 @@ export class HubWriter {
   #stamp = 0
   /** True while a flush writes: the writer's own writes release nothing. */
   #flushing = false
-  /** A flush to more subscribers than a slice, under way; null when none is. */
-  #sliced: Sliced | null = null
   readonly #frames = new WeakMap<StoredEvent, EncodedMessage>()
 
   constructor (host: WriterHost) {
@@ -110,7 +82,7 @@ export class HubWriter {
 
   /** True when nothing waits to be written (or the writer writes it now): a write to a stream has nothing to release. */
   get idle (): boolean {
-    return (this.#tick.length === 0 && this.#sliced === null) || this.#flushing
+    return this.#tick.length === 0 || this.#flushing
   }
 
   /**
@@ -118,17 +90,6 @@ export class HubWriter {
    * over these events again, and the subscriber's position (or its pending list) leaves them out then.
    */
   release (subscription: Subscription): void {
-    // The sliced flush's events are older than the tick's: they go first.
-    const sliced = this.#sliced
-    if (sliced !== null && subscription.stamp !== sliced.stamp) {
-      for (const name of subscription.topics) {
-        const subscribers = this.#host.subscribers(name)
-        if (subscribers !== undefined && sliced.byTopic.has(subscribers) && subscribers.has(subscription)) {
-          this.#handSliced(sliced, subscription, subscribers)
-          break
-        }
-      }
-    }
     const tick = this.#tick
     const events: StoredEvent[] = []
     for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
@@ -141,40 +102,18 @@ export class HubWriter {
    * costs one write per socket, not one per event.
    */
   flush (): void {
-    // A sliced flush under way writes this tick's events when it ends.
-    if (this.#sliced !== null) return
-    // Called once per tick that had a delivery (see dispatch), or by the end of a sliced flush: the tick holds one.
+    // Called once per tick that had a delivery (see dispatch): the tick holds one at least.
     const tick = this.#tick
     this.#tick = []
     this.#flushing = true
     const before = this.delivered
     try {
-      if (tick.length === 2 && (tick[0] as Set<Subscription>).size <= SLICE) this.#flushOne(tick[0] as Set<Subscription>, tick[1] as StoredEvent)
+      if (tick.length === 2) this.#flushOne(tick[0] as Set<Subscription>, tick[1] as StoredEvent)
       else this.#flushMany(tick)
     } finally {
       this.#flushing = false
     }
-    this.#delivered(before)
-    if (this.#sliced !== null) setImmediate(continueSliced, this)
-  }
-
-  /** The next slice of a sliced flush; the tick's events once it has ended. */
-  continue (): void {
-    const sliced = this.#sliced as Sliced
-    this.#flushing = true
-    const before = this.delivered
-    try {
-      this.#slice(sliced)
-    } finally {
-      this.#flushing = false
-    }
-    this.#delivered(before)
-    if (this.#sliced !== null) setImmediate(continueSliced, this)
-    else if (this.#tick.length > 0) this.flush()
-  }
-
-  /** A flush whose events reached nobody (their subscribers left, or had them by replay) is not a delivery. */
-  #delivered (before: number): void {
+    // A tick whose events reached nobody (their subscribers left, or had them by replay) is not a delivery.
     if (hubDeliver.hasSubscribers && this.delivered > before) hubDeliver.publish({ hub: this.#host.hub, deliveries: this.delivered - before })
   }
 
@@ -217,16 +156,6 @@ export class HubWriter {
       else events.push(tick[i + 1] as StoredEvent)
     }
     const joined = new Map<StoredEvent[] | string, Batch>()
-    let total = 0
-    for (const subscribers of byTopic.keys()) total += subscribers.size
-    if (total > SLICE) {
-      // Snapshots: the sets change while the slices are written (a subscriber that left is skipped then).
-      const lists: Sliced['lists'] = []
-      for (const subscribers of byTopic.keys()) lists.push([subscribers, [...subscribers]])
-      this.#sliced = { byTopic, joined, stamp, lists, list: 0, index: 0 }
-      this.#slice(this.#sliced)
-      return
-    }
     for (const [subscribers, events] of byTopic) {
       for (const subscription of subscribers) {
         // A subscriber of several topics is met once for each: it gets its events once, merged in position order.
@@ -236,31 +165,6 @@ export class HubWriter {
         this.#hand(subscription, batch.events, batch.frames)
       }
     }
-  }
-
-  /** Hands up to SLICE subscribers their share of a sliced flush; clears it once every subscriber has had it. */
-  #slice (sliced: Sliced): void {
-    let handed = 0
-    for (; sliced.list < sliced.lists.length; sliced.list++, sliced.index = 0) {
-      const [subscribers, snapshot] = sliced.lists[sliced.list]
-      while (sliced.index < snapshot.length) {
-        if (handed === SLICE) return
-        const subscription = snapshot[sliced.index++]
-        // Handed already (a subscriber of several topics, or released meanwhile), or gone from the topic since.
-        if (subscription.stamp === sliced.stamp || !subscribers.has(subscription)) continue
-        handed++
-        this.#handSliced(sliced, subscription, subscribers)
-      }
-    }
-    this.#sliced = null
-  }
-
-  /** A subscriber's share of a sliced flush: the events of its topics, as the flush joined them. */
-  #handSliced (sliced: Sliced, subscription: Subscription, subscribers: Set<Subscription>): void {
-    subscription.stamp = sliced.stamp
-    const events = sliced.byTopic.get(subscribers) as StoredEvent[]
-    const batch = subscription.topics.length === 1 ? this.#joined(sliced.joined, events, events) : this.#merged(sliced.joined, subscription, sliced.byTopic)
-    this.#hand(subscription, batch.events, batch.frames)
   }
 
   /** The events of one list as frames of up to JOIN_BYTES each (usually one), made once per flush. */
