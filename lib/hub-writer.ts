@@ -93,7 +93,7 @@ export class HubWriter {
     const tick = this.#tick
     const events: StoredEvent[] = []
     for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
-    if (events.length > 0) this.#hand(subscription, events, undefined)
+    if (events.length > 0) this.#alone(() => { this.#hand(subscription, events, undefined) })
   }
 
   /**
@@ -119,7 +119,20 @@ export class HubWriter {
 
   /** The events of a subscriber whose replay is written, once it is live. */
   goLive (subscription: Subscription, pending: StoredEvent[]): void {
-    this.#write(subscription, pending, undefined)
+    this.#alone(() => { this.#write(subscription, pending, undefined) })
+  }
+
+  /**
+   * Writes for one subscriber outside a flush (release, a replay going live), as a flush writes: the writer's own
+   * writes release nothing. What it holds for the subscriber is newer than what it writes then, and would go first.
+   */
+  #alone (write: () => void): void {
+    this.#flushing = true
+    try {
+      write()
+    } finally {
+      this.#flushing = false
+    }
   }
 
   frame (event: StoredEvent): EncodedMessage {
@@ -246,15 +259,7 @@ export class HubWriter {
     subscription.position = fresh[fresh.length - 1].seq
     this.delivered += fresh.length
     const joined = first === 0 && frames !== undefined ? frames : this.#framesOf(fresh)
-    // The writer's own writes release nothing: what it holds for the subscriber is newer than what it writes now
-    // (a replay's pending events going live), and would otherwise go first.
-    const flushing = this.#flushing
-    this.#flushing = true
-    try {
-      for (const frame of joined) subscription.stream.write(frame)
-    } finally {
-      this.#flushing = flushing
-    }
+    for (const frame of joined) subscription.stream.write(frame)
     // The stream counted a joined frame as one message: it carries one per event (unless the stream refused it, cut
     // off as too slow by this very write).
     if (fresh.length !== joined.length && !subscription.stream.closed) this.#host.sent.messages += fresh.length - joined.length
