@@ -42,3 +42,6 @@ export const DEFAULT_RUN_TTL_MS = 10 * 60_000
 export const DEFAULT_RUN_LEASE_MS = 10_000
 export const DEFAULT_RUN_MAX_BYTES = 4 * 1024 * 1024
 export const DEFAULT_MAX_RUNS = 1000
+
+/** Milliseconds an instance's presence entries live in a shared store without renewal (renewed every third of it). */
+export const DEFAULT_PRESENCE_TTL_MS = 30_000

@@ -59,3 +59,12 @@ export const FST_SSE_RUNS_CLOSED = createError('FST_SSE_RUNS_CLOSED', 'Runs are 
 
 /** stream.send() of an event that the route's schema.events does not declare, or whose payload its schema refuses: nothing is sent. */
 export const FST_SSE_INVALID_EVENT = createError('FST_SSE_INVALID_EVENT', 'Invalid event %s: %s', 500, TypeError)
+
+/** A publish's tags that are not an object of up to 32 string values under names of 1-64 characters (values up to 256). */
+export const FST_SSE_INVALID_TAGS = createError('FST_SSE_INVALID_TAGS', 'Invalid event hub tags: %s', 500, TypeError)
+
+/** A subscriber's filter with an unknown operator, a value that is not a string, or too deep (8 levels) or too large (256 operators and values). */
+export const FST_SSE_INVALID_FILTER = createError('FST_SSE_INVALID_FILTER', 'Invalid event hub filter: %s', 500, TypeError)
+
+/** A subscriber's presence that is not `'count'` or `{ id, info? }` with an id of 1-128 characters and info of at most 1 KiB as JSON. */
+export const FST_SSE_INVALID_PRESENCE = createError('FST_SSE_INVALID_PRESENCE', 'Invalid event hub presence: %s', 500, TypeError)

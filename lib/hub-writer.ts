@@ -1,5 +1,6 @@
 import { hubDeliver } from './diagnostics.js'
 import { encodeMessage, type EncodedMessage } from './encode.js'
+import type { CompiledFilter } from './filter.js'
 import type { StoredEvent } from './stores/store.js'
 import { kCutOff, type EventStream } from './stream.js'
 
@@ -7,6 +8,8 @@ import { kCutOff, type EventStream } from './stream.js'
 export interface Subscription {
   readonly stream: EventStream<any, any>
   readonly topics: readonly string[]
+  /** Its filter on the events' tags: events it rejects are passed over (its position moves past them). */
+  readonly filter: CompiledFilter | null
   /** The newest position written to the stream: live events at or below it were replayed already. */
   position: number
   /** False while the replay is written: live events wait in `pending` meanwhile (null while none waits). */
@@ -14,6 +17,8 @@ export interface Subscription {
   pending: StoredEvent[] | null
   /** The last flush that handled this subscriber (see HubWriter#flush). */
   stamp: number
+  /** Its entry in the topics' presence (its key, and its member's JSON unless only counted), or null. */
+  readonly presence: { readonly key: string, readonly member: string | null, announced: boolean } | null
 }
 
 /** What the writer asks of its hub. */
@@ -33,14 +38,21 @@ export interface WriterHost {
 /** A tick's events for one subscriber are joined into frames of up to this many bytes (one write each). */
 const JOIN_BYTES = 64 * 1024
 
-/** A list of events of one tick, and the frames that carry them. */
+/** A list of events of one tick, and the frames that carry them; `last` is the position of the tick's last one. */
 interface Batch {
   readonly events: StoredEvent[]
   readonly frames: EncodedMessage[]
+  readonly last: number
+  /** The same events through subscribers' filters, by filter key, made once per flush. */
+  filtered?: Map<string, Batch>
 }
 
 function joinFrames (frames: EncodedMessage[]): EncodedMessage {
   return (frames.length === 1 ? frames[0] : Buffer.concat(frames)) as EncodedMessage
+}
+
+function lastOf (events: StoredEvent[]): number {
+  return events[events.length - 1].seq
 }
 
 function bySeq (a: StoredEvent, b: StoredEvent): number {
@@ -93,7 +105,7 @@ export class HubWriter {
     const tick = this.#tick
     const events: StoredEvent[] = []
     for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
-    if (events.length > 0) this.#alone(() => { this.#hand(subscription, events, undefined) })
+    if (events.length > 0) this.#alone(() => { this.#hand(subscription, events, undefined, lastOf(events)) })
   }
 
   /**
@@ -119,7 +131,7 @@ export class HubWriter {
 
   /** The events of a subscriber whose replay is written, once it is live. */
   goLive (subscription: Subscription, pending: StoredEvent[]): void {
-    this.#alone(() => { this.#write(subscription, pending, undefined) })
+    this.#alone(() => { this.#write(subscription, pending, undefined, lastOf(pending)) })
   }
 
   /**
@@ -151,10 +163,12 @@ export class HubWriter {
       // The common case, kept as short as the direct path: a live subscriber that has not had this event yet.
       if (subscription.live && event.seq > subscription.position && !subscription.stream.closed) {
         subscription.position = event.seq
+        // A filtered subscriber passes over what its filter rejects, with its position past it.
+        if (subscription.filter !== null && !subscription.filter.test(event.tags)) continue
         this.delivered++
         subscription.stream.write(frame)
       } else {
-        this.#hand(subscription, events ??= [event], [frame])
+        this.#hand(subscription, events ??= [event], subscription.filter === null ? [frame] : undefined, event.seq)
       }
     }
   }
@@ -174,8 +188,9 @@ export class HubWriter {
         // A subscriber of several topics is met once for each: it gets its events once, merged in position order.
         if (subscription.stamp === stamp) continue
         subscription.stamp = stamp
-        const batch = subscription.topics.length === 1 ? this.#joined(joined, events, events) : this.#merged(joined, subscription, byTopic)
-        this.#hand(subscription, batch.events, batch.frames)
+        let batch = subscription.topics.length === 1 ? this.#joined(joined, events, events) : this.#merged(joined, subscription, byTopic)
+        if (subscription.filter !== null) batch = this.#filtered(batch, subscription.filter)
+        this.#hand(subscription, batch.events, batch.frames, batch.last)
       }
     }
   }
@@ -184,10 +199,25 @@ export class HubWriter {
   #joined (joined: Map<StoredEvent[] | string, Batch>, key: StoredEvent[] | string, events: StoredEvent[]): Batch {
     let batch = joined.get(key)
     if (batch === undefined) {
-      batch = { events, frames: this.#framesOf(events) }
+      batch = { events, frames: this.#framesOf(events), last: lastOf(events) }
       joined.set(key, batch)
     }
     return batch
+  }
+
+  /**
+   * The batch's events that a filter lets through, joined once for every subscriber with an equal filter: the frames
+   * of each event are the same bytes for every subscriber, filtered or not.
+   */
+  #filtered (batch: Batch, filter: CompiledFilter): Batch {
+    const known = batch.filtered?.get(filter.key)
+    if (known !== undefined) return known
+    const events = batch.events.filter(event => filter.test(event.tags))
+    const made: Batch = events.length === batch.events.length
+      ? batch
+      : { events, frames: events.length === 0 ? [] : this.#framesOf(events), last: batch.last }
+    ;(batch.filtered ??= new Map()).set(filter.key, made)
+    return made
   }
 
   /**
@@ -229,13 +259,16 @@ export class HubWriter {
     return this.#joined(joined, key, events)
   }
 
-  /** A subscriber's events of the tick: written if it is live, kept while its replay is written. */
-  #hand (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
+  /**
+   * A subscriber's events of the tick, up to the position `last`: written if it is live, kept while its replay is
+   * written. Frames, when given, carry exactly these events (a filtered subscriber's are filtered already).
+   */
+  #hand (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined, last: number): void {
     // A stream of another registration ended without telling the hub: it leaves now.
     if (subscription.stream.closed) {
       this.#host.unsubscribe(subscription.stream)
     } else if (subscription.live) {
-      this.#write(subscription, events, frames)
+      this.#write(subscription, events, frames, last)
     } else {
       const pending = subscription.pending ??= []
       // A released subscriber meets the same events again in the flush.
@@ -248,15 +281,18 @@ export class HubWriter {
   }
 
   /**
-   * Writes events (in position order) to a live subscriber, leaving out those it has (a replay wrote them): all of
-   * them as the frames given when it has none of them, else joined for it alone.
+   * Writes events (in position order) to a live subscriber, leaving out those it has (a replay wrote them) and, when
+   * no frames are given, those its filter rejects: all of them as the frames given when it has none of them, else
+   * joined for it alone. Its position moves to `last`, past what its filter rejected.
    */
-  #write (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
+  #write (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined, last: number): void {
+    const { filter } = subscription
+    if (filter !== null && frames === undefined) events = events.filter(event => filter.test(event.tags))
     let first = 0
     while (first < events.length && events[first].seq <= subscription.position) first++
+    if (last > subscription.position) subscription.position = last
     if (first === events.length) return
     const fresh = first === 0 ? events : events.slice(first)
-    subscription.position = fresh[fresh.length - 1].seq
     this.delivered += fresh.length
     const joined = first === 0 && frames !== undefined ? frames : this.#framesOf(fresh)
     for (const frame of joined) subscription.stream.write(frame)

@@ -1,10 +1,13 @@
 import type { FastifyBaseLogger } from 'fastify'
+import { DEFAULT_PRESENCE_TTL_MS } from './constants.js'
 import { hubPublish, type CloseReason } from './diagnostics.js'
 import { encodeFields, encodeId, encodeMessage, jsonData, type EncodedMessage } from './encode.js'
 import {
   FST_SSE_ALREADY_SUBSCRIBED, FST_SSE_HUB_CLOSED, FST_SSE_INVALID_FIELD, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_INVALID_TOPIC
 } from './errors.js'
 import { isPositionId, type EventStore, type NewEvent, type Replay, type StoreFailure, type StoredEvent, type StoreListener, type StoreStats } from './stores/store.js'
+import { checkTags, compileFilter, type TagFilter } from './filter.js'
+import { checkPresence, PresenceBook, type Presence, type PresenceOption } from './presence.js'
 import { HubWriter, type Subscription } from './hub-writer.js'
 import { serializeEvent, type EventSerializers } from './schema-events.js'
 import { EventStream, kHolder, kRelease, type EventMap, type Holder } from './stream.js'
@@ -14,11 +17,27 @@ export interface PublishOptions {
   event?: string
   /** Your own id for the event (unique in the history, not a decimal integer); by default the hub assigns one. */
   id?: string
+  /**
+   * Tags that subscribers' filters test (`{ team: 'a' }`: up to 32 string values); kept and delivered with the event
+   * through any store. An event without tags passes only filters that hold for no tags (`not` of a tag, say).
+   */
+  tags?: Record<string, string>
 }
 
 export interface SubscribeOptions {
   /** Where to resume from; by default the stream's Last-Event-ID header. */
   lastEventId?: string | number
+  /**
+   * Which events of its topics the stream gets, by their tags: `{ tag, eq }`, `{ tag, in }`, `{ and }`, `{ or }`,
+   * `{ not }`. The server's to set, never the client's: events it rejects are never written to the stream, live, in
+   * a replay or after a resync. FST_SSE_INVALID_FILTER for a filter it cannot check.
+   */
+  filter?: TagFilter
+  /**
+   * Who the subscriber is, listed by `presence()` on each of its topics (`{ id, info? }`: an id of up to 128
+   * characters, info up to 1 KiB as JSON), or `'count'` to be counted only. FST_SSE_INVALID_PRESENCE else.
+   */
+  presence?: PresenceOption
 }
 
 /** Counters for operators; a snapshot. */
@@ -67,6 +86,8 @@ export interface HubSettings {
   counters: StreamCounters
   /** The serializers of the declared events (`hub.events`), compiled on first use; undefined when none are declared. */
   serializers?: (() => EventSerializers) | undefined
+  /** How long an instance's presence entries live in a shared store, and whether joins and leaves are published. */
+  presence?: { ttl: number, announce: boolean }
 }
 
 interface Topic {
@@ -85,6 +106,8 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   readonly #topics = new Map<string, Topic>()
   readonly #subscriptions = new Map<EventStream<any, any>, Subscription>()
   readonly #writer: HubWriter
+  readonly #presence: PresenceBook
+  readonly #announce: boolean
   #published = 0
   #closed = false
 
@@ -96,6 +119,11 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
       maxPending: settings.maxPending,
       hub: this,
       sent: settings.counters.sent
+    })
+    const { ttl, announce } = settings.presence ?? { ttl: DEFAULT_PRESENCE_TTL_MS, announce: false }
+    this.#announce = announce
+    this.#presence = new PresenceBook(settings.store.presence?.(ttl), Math.ceil(ttl / 3), err => {
+      settings.log.warn({ err }, 'event hub store failed to write presence; the next renewal writes it again')
     })
   }
 
@@ -114,7 +142,10 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     if (id !== undefined && (id === '' || isPositionId(id))) {
       throw new FST_SSE_INVALID_ID(`${JSON.stringify(id)}: a publisher's id must not be empty or a decimal integer (the store assigns those)`)
     }
-    return this.#append(topic, event === undefined || event === '' ? { data, id } : { data, event, id })
+    const tags = checkTags(options.tags)
+    const stored: NewEvent = event === undefined || event === '' ? { data, id } : { data, event, id }
+    if (tags !== undefined) stored.tags = tags
+    return this.#append(topic, stored)
   }
 
   /**
@@ -125,7 +156,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   send<E extends keyof Events & string> (topic: string, event: E, payload: Events[E], options: Omit<PublishOptions, 'event'> = {}): Promise<string> {
     const serializers = this.#settings.serializers?.()
     const data = serializers === undefined ? jsonData(payload) : serializeEvent(serializers, event, payload)
-    return this.publish(topic, data, { id: options.id, event })
+    return this.publish(topic, data, { id: options.id, tags: options.tags, event })
   }
 
   /**
@@ -139,14 +170,26 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     const names = checkTopics(topics)
     if (this.#subscriptions.has(stream)) throw new FST_SSE_ALREADY_SUBSCRIBED()
     if (this.#closed) throw new FST_SSE_HUB_CLOSED()
+    const filter = options.filter === undefined ? null : compileFilter(options.filter)
+    const member = options.presence === undefined ? undefined : checkPresence(options.presence)
     if (stream.closed) return Promise.resolve(false)
     const resumeFrom = options.lastEventId ?? stream.lastEventId
-    const subscription: Subscription = { stream, topics: names, position: 0, live: false, pending: null, stamp: 0 }
+    const presence = member === undefined ? null : { key: this.#presence.join(names, member), member, announced: false }
+    const subscription: Subscription = { stream, topics: names, filter, position: 0, live: false, pending: null, stamp: 0, presence }
     this.#subscriptions.set(stream, subscription)
     stream[kHolder] = this
     const listening = names.map(name => this.#join(name, subscription))
     // An empty id means no id, as an empty Last-Event-ID header does.
-    return this.#start(subscription, listening, resumeFrom === undefined || resumeFrom === '' ? undefined : String(resumeFrom))
+    const started = this.#start(subscription, listening, resumeFrom === undefined || resumeFrom === '' ? undefined : String(resumeFrom))
+    if (presence === null || presence.member === null || !this.#announce) return started
+    // Announced once live, so that the member gets its own join like everyone else; a stream that never got there leaves unannounced.
+    return started.then(live => {
+      if (live && this.#isCurrent(subscription)) {
+        presence.announced = true
+        this.#announceMember(names, 'join', presence.member as string)
+      }
+      return live
+    })
   }
 
   /** Takes a stream out of its topics (it stays open). False when it was not subscribed. */
@@ -156,7 +199,28 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     this.#subscriptions.delete(stream)
     stream[kHolder] = undefined
     for (const name of subscription.topics) this.#leave(name, subscription)
+    const { presence } = subscription
+    if (presence !== null) {
+      this.#presence.leave(subscription.topics, presence.key)
+      if (presence.announced) this.#announceMember(subscription.topics, 'leave', presence.member as string)
+    }
     return true
+  }
+
+  /**
+   * Who is on a topic: the subscribers that carry a presence, on every instance sharing the store when it keeps
+   * presence (the Redis store), else on this one. `count` counts streams, listed or counted; `members` lists each id
+   * once with its number of streams.
+   */
+  presence (topic: string): Promise<Presence> {
+    checkTopic(topic)
+    return this.#presence.read(topic, true)
+  }
+
+  /** How many streams with a presence are on a topic, without listing them (cheap on a topic of many thousands). */
+  presenceCount (topic: string): Promise<number> {
+    checkTopic(topic)
+    return this.#presence.read(topic, false).then(presence => presence.count)
   }
 
   stats (): HubStats {
@@ -183,7 +247,18 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   /** Closes the store. Streams were closed before (in preClose), which took them out of their topics. */
   async close (): Promise<void> {
     this.#closed = true
+    await this.#presence.close()
     await this.#settings.store.close()
+  }
+
+  /** A listed member's join or leave, published on its topics when the hub announces them; a failure is logged. */
+  #announceMember (topics: readonly string[], event: 'join' | 'leave', member: string): void {
+    if (this.#closed) return
+    for (const topic of topics) {
+      this.#append(topic, { data: member, event }).catch((err: unknown) => {
+        this.#settings.log.warn({ err, topic, event }, 'event hub failed to publish a presence event')
+      })
+    }
   }
 
   async #append (topic: string, event: NewEvent): Promise<string> {
@@ -223,8 +298,10 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
 
   /** Writes the replay, waiting whenever the socket is full, so that a long replay never crosses the buffer bound. */
   async #replay (subscription: Subscription, events: StoredEvent[]): Promise<boolean> {
+    const { filter } = subscription
     for (const event of events) {
       if (!this.#isCurrent(subscription)) return false
+      if (filter !== null && !filter.test(event.tags)) continue
       const written = subscription.stream.write(this.#writer.frame(event))
       this.#writer.delivered++
       if (!(await written)) return false

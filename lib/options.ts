@@ -2,7 +2,7 @@ import type { AdmissionOptions, Refusal } from './admission.js'
 import { resolveCompression, type CompressionOptions, type ResolvedCompression } from './compress.js'
 import {
   DEFAULT_HEARTBEAT_MS, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_RUNS, DEFAULT_RECONNECT_WINDOW, DEFAULT_RUN_LEASE_MS,
-  DEFAULT_RUN_MAX_BYTES, DEFAULT_RUN_TTL_MS, RESYNC_EVENT
+  DEFAULT_PRESENCE_TTL_MS, DEFAULT_RUN_MAX_BYTES, DEFAULT_RUN_TTL_MS, RESYNC_EVENT
 } from './constants.js'
 import { FST_SSE_INVALID_OPTION } from './errors.js'
 import { MemoryRunStore } from './runs/memory.js'
@@ -29,6 +29,18 @@ export interface HubOptions {
    * does not declare are left out), and sends no other event; `publish()` still takes any string.
    */
   events?: Readonly<Record<string, unknown>>
+  /** Who is on a topic (subscribers that carry a `presence`): how long entries live and whether joins are announced. */
+  presence?: PresenceOptions
+}
+
+export interface PresenceOptions {
+  /**
+   * Milliseconds an instance's entries live in a shared store without renewal (default 30000; renewed every third of
+   * it): an instance that dies (kill -9) drops out of presence within about this long.
+   */
+  ttl?: number
+  /** Publish a `join` and a `leave` event (data: `{ id, info }`) on the topic as a listed member comes and goes (default false). */
+  announce?: boolean
 }
 
 export interface RunsOptions {
@@ -104,7 +116,7 @@ export interface ResolvedOptions {
   reconnectWindow: readonly [number, number] | false
   maxStreamAge: { age: number, jitter: number } | false
   lastEventIdQuery: string | false
-  hub: { store: EventStore, maxPending: number, resyncEvent: string, events: EventSchemas | undefined }
+  hub: { store: EventStore, maxPending: number, resyncEvent: string, events: EventSchemas | undefined, presence: { ttl: number, announce: boolean } }
   compression: ResolvedCompression | undefined
   runs: { store: RunStore, ttl: number, lease: number, maxBytes: number, maxRuns: number }
 }
@@ -178,14 +190,23 @@ function resolveHubOptions (options: HubOptions): ResolvedOptions['hub'] {
   const maxPending = positiveInteger('hub.historySize', historySize ?? DEFAULT_HISTORY_SIZE)
   checkEventSchemas(options.events, 'hub.events')
   const events = options.events as EventSchemas | undefined
-  if (store === undefined) return { store: new MemoryStore({ historySize, historyAge }), maxPending, resyncEvent, events }
+  const presence = resolvePresence(options.presence ?? {})
+  if (store === undefined) return { store: new MemoryStore({ historySize, historyAge }), maxPending, resyncEvent, events, presence }
   if (STORE_METHODS.some(method => typeof (store as unknown as Record<string, unknown>)[method] !== 'function')) {
     throw new FST_SSE_INVALID_OPTION('hub.store', `expected an object with the methods ${STORE_METHODS.join(', ')}`)
   }
   if (historyAge !== undefined) {
     throw new FST_SSE_INVALID_OPTION('hub.historyAge', 'configures the in-memory store: configure the store you pass instead')
   }
-  return { store, maxPending, resyncEvent, events }
+  return { store, maxPending, resyncEvent, events, presence }
+}
+
+function resolvePresence (options: PresenceOptions): ResolvedOptions['hub']['presence'] {
+  const ttl = positiveInteger('hub.presence.ttl', options.ttl ?? DEFAULT_PRESENCE_TTL_MS)
+  if (ttl < 300) throw new FST_SSE_INVALID_OPTION('hub.presence.ttl', `expected at least 300 ms, got ${ttl}`)
+  const announce = options.announce ?? false
+  if (typeof announce !== 'boolean') throw new FST_SSE_INVALID_OPTION('hub.presence.announce', `expected a boolean, got ${typeof announce}`)
+  return { ttl, announce }
 }
 
 const RUN_STORE_METHODS = ['claim', 'append', 'renew', 'get', 'read', 'listen', 'listenCancel', 'cancel', 'delete', 'close'] as const

@@ -1,6 +1,6 @@
 import { DEFAULT_HISTORY_AGE_MS, DEFAULT_HISTORY_SIZE } from '../constants.js'
 import { FST_SSE_HUB_CLOSED, FST_SSE_INVALID_ID } from '../errors.js'
-import { isPositionId, positiveInteger, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreListener } from './store.js'
+import { isPositionId, positiveInteger, storedEvent, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreListener } from './store.js'
 
 export interface MemoryStoreOptions {
   /** Events kept per topic (default 1000). */
@@ -10,7 +10,7 @@ export interface MemoryStoreOptions {
 }
 
 interface Entry extends StoredEvent {
-  readonly time: number
+  time: number
 }
 
 /** One topic's history, oldest first, and its listeners. */
@@ -56,9 +56,8 @@ export class MemoryStore implements EventStore {
     }
     const seq = ++this.#head
     const time = Date.now()
-    const entry: Entry = event.event === undefined
-      ? { topic, seq, id: id ?? String(seq), data, time }
-      : { topic, seq, id: id ?? String(seq), event: event.event, data, time }
+    const entry = storedEvent(topic, seq, id ?? String(seq), event.event, data, event.tags) as Entry & { time: number }
+    entry.time = time
     if (id !== undefined) this.#ids.set(id, entry)
     const log = this.#log(topic)
     log.entries.push(entry)

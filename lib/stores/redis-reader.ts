@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import { FST_SSE_HUB_CLOSED, FST_SSE_STORE_GAP, FST_SSE_STORE_RESET, FST_SSE_STORE_UNAVAILABLE } from '../errors.js'
-import type { StoredEvent, StoreFailure, StoreListener } from './store.js'
+import { storedEvent, type StoredEvent, type StoreFailure, type StoreListener } from './store.js'
+import type { Tags } from '../filter.js'
 import { storeLag } from '../diagnostics.js'
 
 /** What the reader needs of its store: the command connection's reads, and where it reports. */
@@ -126,7 +127,7 @@ export class LiveReader {
     if (topic !== undefined) this.#receive(topic, message)
   }
 
-  /** A live message: `position\nlink\nepoch\nms\nevent\nid\ndata` (see the APPEND script). */
+  /** A live message: `position\nlink\nepoch\nms\nevent\nid\ntags\ndata` (see the APPEND script). */
   #receive (topic: Topic, message: string): void {
     const a = message.indexOf('\n')
     const b = message.indexOf('\n', a + 1)
@@ -134,13 +135,13 @@ export class LiveReader {
     const d = message.indexOf('\n', c + 1)
     const e = message.indexOf('\n', d + 1)
     const f = message.indexOf('\n', e + 1)
+    const g = message.indexOf('\n', f + 1)
     if (!this.#sameEpoch(Number(message.slice(b + 1, c)))) return
     const seq = Number(message.slice(0, a))
     const event = message.slice(d + 1, e)
     const id = message.slice(e + 1, f)
-    const stored: StoredEvent = event === ''
-      ? { topic: topic.name, seq, id: id === '' ? String(seq) : id, data: message.slice(f + 1) }
-      : { topic: topic.name, seq, id: id === '' ? String(seq) : id, event, data: message.slice(f + 1) }
+    const stored = storedEvent(topic.name, seq, id === '' ? String(seq) : id, event === '' ? undefined : event, message.slice(g + 1),
+      g === f + 1 ? undefined : parseTags(message.slice(f + 1, g)))
     this.#stats.lagMs = Date.now() - Number(message.slice(c + 1, d))
     if (storeLag.hasSubscribers) storeLag.publish({ lag: this.#stats.lagMs })
     const prev = Number(message.slice(a + 1, b))
@@ -313,4 +314,9 @@ function newTopic (name: string, channel: string): Topic {
   })
   placed.catch(noop)
   return { name, channel, after: -1, listeners: new Map(), early: [], placed, place }
+}
+
+/** The tags of a stored event as Redis keeps them (JSON of an object the hub checked), or none. */
+export function parseTags (text: string | undefined): Tags | undefined {
+  return text === undefined || text === '' ? undefined : JSON.parse(text) as Tags
 }

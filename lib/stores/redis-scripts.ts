@@ -7,7 +7,7 @@
 //       <prefix>:clock  sorted set: member a position, score the Redis time (ms) it was assigned; one per `step`
 //       <prefix>:t:<topic>  stream: entry id "<position>-0", fields m ("<ms>:<link>": when it was appended, and the
 //                       position of the topic's entry before it, or for a topic's first entry the newest position it
-//                       may have lost), d (data), e? (event), i? (id)
+//                       may have lost), d (data), e? (event), i? (id), g? (tags, as JSON)
 //       <prefix>:l:<topic>  "<position>:<ms>": the topic's newest position (what its next entry links to) and when
 //       <prefix>:id:<id>    a publisher's id -> its position, for as long as the history keeps events
 // Channel: <prefix>:c:<topic>  each append is published there for the instances' live readers (see LIVE_MESSAGE).
@@ -54,7 +54,8 @@ end
 /**
  * Appends a batch of events (those published in one tick), each to its topic. KEYS: meta, clock, then per event its
  * topic's stream, its topic's last position, its publisher id key and its topic's channel. ARGV: floor, historySize,
- * historyAge, ttl, step, then per event data, event ('' for none), publisher id ('' for none). Returns the epoch,
+ * historyAge, ttl, step, then per event data, event ('' for none), publisher id ('' for none), tags as JSON ('' for
+ * none). Returns the epoch,
  * then per event its position, or '' when its publisher id is taken. The epoch, the clock and the head are dealt
  * with once per batch; per event it is a swap of the topic's last position (SET … GET, no reverse read of the
  * stream), an XADD that trims whole nodes (`MAXLEN ~`, no scan), a TTL and a PUBLISH: constant work whatever the
@@ -71,7 +72,7 @@ local ms, epochText = fmt(nowMs), fmt(first)
 local newTick = tick == nil or nowMs - tick >= step
 for i = 0, (#KEYS - 2) / 4 - 1 do
   local stream, lastKey, idKey, channel = KEYS[3 + i * 4], KEYS[4 + i * 4], KEYS[5 + i * 4], KEYS[6 + i * 4]
-  local data, event, id = ARGV[6 + i * 3], ARGV[7 + i * 3], ARGV[8 + i * 3]
+  local data, event, id, tags = ARGV[6 + i * 4], ARGV[7 + i * 4], ARGV[8 + i * 4], ARGV[9 + i * 4]
   if id ~= '' and redis.call('EXISTS', idKey) == 1 then
     result[#result + 1] = ''
   else
@@ -100,9 +101,10 @@ for i = 0, (#KEYS - 2) / 4 - 1 do
       fields[#fields + 1] = 'i'; fields[#fields + 1] = id
       redis.call('SET', idKey, position, 'PX', age)
     end
+    if tags ~= '' then fields[#fields + 1] = 'g'; fields[#fields + 1] = tags end
     redis.call('XADD', stream, 'MAXLEN', '~', size, position .. '-0', unpack(fields))
     if refresh then redis.call('PEXPIRE', stream, ttl + step) end
-    redis.call('PUBLISH', channel, position .. '\\n' .. live .. '\\n' .. epochText .. '\\n' .. ms .. '\\n' .. event .. '\\n' .. id .. '\\n' .. data)
+    redis.call('PUBLISH', channel, position .. '\\n' .. live .. '\\n' .. epochText .. '\\n' .. ms .. '\\n' .. event .. '\\n' .. id .. '\\n' .. tags .. '\\n' .. data)
     result[#result + 1] = position
   end
 end

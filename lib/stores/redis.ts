@@ -1,12 +1,15 @@
+import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import { DEFAULT_HISTORY_AGE_MS, DEFAULT_HISTORY_SIZE } from '../constants.js'
 import { FST_SSE_HUB_CLOSED, FST_SSE_INVALID_ID, FST_SSE_INVALID_OPTION, FST_SSE_STORE_UNAVAILABLE } from '../errors.js'
-import { LiveReader, type ReaderStats } from './redis-reader.js'
+import type { Tags } from '../filter.js'
+import { LiveReader, parseTags, type ReaderStats } from './redis-reader.js'
+import { RedisPresenceStore } from './redis-presence.js'
 import { RedisRunStore } from './redis-runs.js'
 import { Script } from './redis-script.js'
 import { APPEND, READ } from './redis-scripts.js'
 import {
-  isPositionId, positiveInteger, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreFailure, type StoreListener
+  isPositionId, positiveInteger, storedEvent, type EventStore, type NewEvent, type Replay, type StoredEvent, type StoreFailure, type StoreListener
 } from './store.js'
 
 /** The store's settings, beside the connection (see RedisStoreOptions). */
@@ -143,7 +146,7 @@ export class RedisStore implements EventStore {
     const args: Array<string | number> = [this.#seen, this.#historySize, this.#historyAge, this.#keyTtl, Math.ceil(this.#keyTtl / CLOCK_STEPS)]
     for (const { topic, event } of batch) {
       keys.push(this.#key(topic), this.#lastKey(topic), this.#idKey(event.id ?? ''), this.#channel(topic))
-      args.push(event.data, event.event ?? '', event.id ?? '')
+      args.push(event.data, event.event ?? '', event.id ?? '', event.tags === undefined ? '' : JSON.stringify(event.tags))
     }
     this.#command(() => appendScript.run(this.#client, keys, args)).then(reply => {
       const positions = reply as string[]
@@ -151,7 +154,7 @@ export class RedisStore implements EventStore {
         const { topic, event, resolve, reject } = batch[i]
         const position = positions[i + 1]
         if (position === '') reject(new FST_SSE_INVALID_ID(`${JSON.stringify(event.id)} is already in the history`))
-        else resolve(stored(topic, this.#see(Number(position)), event.id, event.event, event.data))
+        else resolve(stored(topic, this.#see(Number(position)), event.id, event.event, event.data, event.tags))
       }
     }, (err: unknown) => { for (const { reject } of batch) reject(err) })
   }
@@ -202,6 +205,11 @@ export class RedisStore implements EventStore {
       onError: this.#onError
     }, { leaseCheck: this.#leaseCheck })
     return this.#runs
+  }
+
+  /** Presence on the same Redis and prefix, for this instance (see lib/stores/redis-presence.ts). */
+  presence (ttl: number): RedisPresenceStore {
+    return new RedisPresenceStore({ client: this.#client, prefix: this.#prefix, command: async send => await this.#command(send) }, randomUUID(), ttl)
   }
 
   /** Stops the reader and closes the connections the store opened; a client that was handed in stays open. */
@@ -323,19 +331,17 @@ function field (fields: string[], name: string): string | undefined {
   return undefined
 }
 
-/** The append script writes m and d first, in that order, then e and i when given. */
+/** The append script writes m and d first, in that order, then e, i and g when given. */
 function fromEntry (topic: string, [id, fields]: Entry): StoredEvent {
-  return stored(topic, seqOf(id), field(fields, 'i'), field(fields, 'e'), fields[3])
+  return stored(topic, seqOf(id), field(fields, 'i'), field(fields, 'e'), fields[3], parseTags(field(fields, 'g')))
 }
 
 function linkOf ([, fields]: Entry): number {
   return Number(fields[1].slice(fields[1].indexOf(':') + 1))
 }
 
-function stored (topic: string, seq: number, id: string | undefined, event: string | undefined, data: string): StoredEvent {
-  return event === undefined || event === ''
-    ? { topic, seq, id: id ?? String(seq), data }
-    : { topic, seq, id: id ?? String(seq), event, data }
+function stored (topic: string, seq: number, id: string | undefined, event: string | undefined, data: string, tags: Tags | undefined): StoredEvent {
+  return storedEvent(topic, seq, id ?? String(seq), event === '' ? undefined : event, data, tags)
 }
 
 function bySeq (a: StoredEvent, b: StoredEvent): number {

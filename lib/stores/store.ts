@@ -1,4 +1,6 @@
 import { FST_SSE_INVALID_OPTION } from '../errors.js'
+import type { Tags } from '../filter.js'
+import type { PresenceStore } from '../presence.js'
 import type { RunStore } from '../runs/store.js'
 
 /** What a publisher hands to the store: the store assigns the position, and the id when none is given. */
@@ -7,6 +9,8 @@ export interface NewEvent {
   event?: string
   /** The publisher's own id; never a decimal integer (those are positions). */
   id?: string
+  /** The event's tags, checked by the hub (subscribers' filters test them); kept and delivered with the event. */
+  tags?: Tags
 }
 
 /** An event as the store keeps it. */
@@ -18,6 +22,8 @@ export interface StoredEvent {
   readonly id: string
   readonly event?: string
   readonly data: string
+  /** The tags it was published with, if any. */
+  readonly tags?: Tags
 }
 
 export interface Replay {
@@ -61,10 +67,21 @@ export interface EventStore {
   stats?: () => StoreStats
   /** Runs kept where this store keeps topics (the Redis store: the same Redis, prefix and connection), for `eventRuns`. */
   runStore?: () => RunStore
+  /**
+   * Presence kept where this store keeps topics, across the instances sharing it (the Redis store); each call is a
+   * new instance's entries, living `ttl` ms without renewal. A store without it: the hub answers for this instance.
+   */
+  presence?: (ttl: number) => PresenceStore
 }
 
 /** Numbers a store reports about itself: how far behind it is, what it had to recover from. */
 export type StoreStats = Readonly<Record<string, number>>
+
+/** A stored event with `event` and `tags` only when it has them (as the stores have always made them). */
+export function storedEvent (topic: string, seq: number, id: string, event: string | undefined, data: string, tags: Tags | undefined): StoredEvent {
+  if (tags === undefined) return event === undefined ? { topic, seq, id, data } : { topic, seq, id, event, data }
+  return event === undefined ? { topic, seq, id, data, tags } : { topic, seq, id, event, data, tags }
+}
 
 /** Digits of Number.MAX_SAFE_INTEGER: positions are exact integers in a double. */
 const MAX_POSITION_DIGITS = 16
