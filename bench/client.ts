@@ -56,13 +56,14 @@ export async function open (port: number, path: string): Promise<{ socket: net.S
 }
 
 /** Opens `count` connections, `concurrency` at a time. */
-export async function openMany (port: number, path: string, count: number, concurrency = 200): Promise<Array<{ socket: net.Socket, counter: Counter }>> {
+/** `count` streams, `concurrency` opening at once; a path function gives the i-th its own path. Resolves in order of i. */
+export async function openMany (port: number, path: string | ((i: number) => string), count: number, concurrency = 200): Promise<Array<{ socket: net.Socket, counter: Counter }>> {
   const all: Array<{ socket: net.Socket, counter: Counter }> = []
   let next = 0
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < count) {
-      next++
-      all.push(await open(port, path))
+      const i = next++
+      all[i] = await open(port, typeof path === 'string' ? path : path(i))
     }
   }))
   return all

@@ -27,7 +27,10 @@ const PARTS: Part[] = [
   { name: 'compress', script: 'compress.js', node: ['--expose-gc'], env: { BENCH_ROUNDS: '1', BENCH_COMPRESS_CLIENTS: '1000', BENCH_COMPRESS_EVENTS: '500' } },
   { name: 'client-read', script: 'client-read.js', env: { BENCH_ROUNDS: '1', BENCH_CLIENT_BURST: '20000', BENCH_CLIENT_IDLE: '500', BENCH_CLIENT_STORM: '500' } },
   { name: 'runs', script: 'runs.js', env: { BENCH_RUNS: '200', BENCH_TOKENS: '100', BENCH_SCALE: '1000' } },
-  { name: 'admission', script: 'admission.js', env: { BENCH_ADMISSION_CAP: '1000', BENCH_ADMISSION_SECONDS: '10', BENCH_ADMISSION_ROUNDS: '1', BENCH_ADMISSION_STORM: '2000' } }
+  { name: 'admission', script: 'admission.js', env: { BENCH_ADMISSION_CAP: '1000', BENCH_ADMISSION_SECONDS: '10', BENCH_ADMISSION_ROUNDS: '1', BENCH_ADMISSION_STORM: '2000' } },
+  // Filtered fan-out against the unfiltered one (awaited in a loop, and one per tick), and presence in Redis.
+  { name: 'filter', script: 'filter.js', env: { BENCH_ROUNDS: '1', BENCH_FILTER_SUBSCRIBERS: '5000', BENCH_FILTER_BASE: '500' } },
+  { name: 'presence', script: 'presence.js', env: { BENCH_PRESENCE_MEMBERS: '2000', BENCH_PRESENCE_SECONDS: '3' } }
 ]
 
 const only = process.env.BENCH_QUICK_ONLY?.split(',')

@@ -21,6 +21,43 @@ export interface Subscription {
   readonly presence: { readonly key: string, readonly member: string | null, announced: boolean } | null
 }
 
+/**
+ * A topic's subscribers. Those with a filter are also grouped by it (equal filters share a key), so that the writer
+ * tests each filter once per event and visits only the subscribers that get it.
+ */
+export class Audience extends Set<Subscription> {
+  /** The subscribers without a filter. */
+  readonly plain = new Set<Subscription>()
+  /** The subscribers with a filter, by the filter's key. */
+  readonly groups = new Map<string, { readonly filter: CompiledFilter, readonly members: Set<Subscription> }>()
+
+  override add (subscription: Subscription): this {
+    super.add(subscription)
+    const { filter } = subscription
+    if (filter === null) {
+      this.plain.add(subscription)
+    } else {
+      let group = this.groups.get(filter.key)
+      if (group === undefined) this.groups.set(filter.key, group = { filter, members: new Set() })
+      group.members.add(subscription)
+    }
+    return this
+  }
+
+  override delete (subscription: Subscription): boolean {
+    if (!super.delete(subscription)) return false
+    const { filter } = subscription
+    if (filter === null) {
+      this.plain.delete(subscription)
+    } else {
+      const group = this.groups.get(filter.key) as { members: Set<Subscription> }
+      group.members.delete(subscription)
+      if (group.members.size === 0) this.groups.delete(filter.key)
+    }
+    return true
+  }
+}
+
 /** What the writer asks of its hub. */
 export interface WriterHost {
   /** The subscribers of a topic this instance reads. */
@@ -38,21 +75,24 @@ export interface WriterHost {
 /** A tick's events for one subscriber are joined into frames of up to this many bytes (one write each). */
 const JOIN_BYTES = 64 * 1024
 
-/** A list of events of one tick, and the frames that carry them; `last` is the position of the tick's last one. */
+/** A list of events of one tick, and the frames that carry them. */
 interface Batch {
   readonly events: StoredEvent[]
   readonly frames: EncodedMessage[]
-  readonly last: number
   /** The same events through subscribers' filters, by filter key, made once per flush. */
   filtered?: Map<string, Batch>
+  /** Those filtered batches by a hash of the events they hold: filters that let the same events through share one. */
+  results?: Map<number, Batch[]>
 }
 
 function joinFrames (frames: EncodedMessage[]): EncodedMessage {
   return (frames.length === 1 ? frames[0] : Buffer.concat(frames)) as EncodedMessage
 }
 
-function lastOf (events: StoredEvent[]): number {
-  return events[events.length - 1].seq
+function sameEvents (a: StoredEvent[], b: StoredEvent[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 function bySeq (a: StoredEvent, b: StoredEvent): number {
@@ -73,6 +113,11 @@ function flushTick (writer: HubWriter): void {
 export class HubWriter {
   /** Frames handed to subscribers' write queues, replayed or live. */
   delivered = 0
+  /**
+   * The position of the last event flushed: every event at or below it that this instance reads has been handled
+   * (the stores deliver in position order), written or passed over by a filter (see EventHub[kIdle]).
+   */
+  last = 0
   readonly #host: WriterHost
   /** The store's deliveries of this tick: a topic's subscribers, then the event, and so on (see dispatch). */
   #tick: Array<Set<Subscription> | StoredEvent> = []
@@ -87,7 +132,7 @@ export class HubWriter {
   }
 
   /** An event the store delivered to a topic's subscribers: written at the end of the tick. */
-  dispatch (subscribers: Set<Subscription>, event: StoredEvent): void {
+  dispatch (subscribers: Audience, event: StoredEvent): void {
     if (this.#tick.length === 0) process.nextTick(flushTick, this)
     this.#tick.push(subscribers, event)
   }
@@ -105,7 +150,7 @@ export class HubWriter {
     const tick = this.#tick
     const events: StoredEvent[] = []
     for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
-    if (events.length > 0) this.#alone(() => { this.#hand(subscription, events, undefined, lastOf(events)) })
+    if (events.length > 0) this.#alone(() => { this.#hand(subscription, events, undefined) })
   }
 
   /**
@@ -118,9 +163,10 @@ export class HubWriter {
     const tick = this.#tick
     this.#tick = []
     this.#flushing = true
+    this.last = (tick[tick.length - 1] as StoredEvent).seq
     const before = this.delivered
     try {
-      if (tick.length === 2) this.#flushOne(tick[0] as Set<Subscription>, tick[1] as StoredEvent)
+      if (tick.length === 2) this.#flushOne(tick[0] as Audience, tick[1] as StoredEvent)
       else this.#flushMany(tick)
     } finally {
       this.#flushing = false
@@ -131,7 +177,7 @@ export class HubWriter {
 
   /** The events of a subscriber whose replay is written, once it is live. */
   goLive (subscription: Subscription, pending: StoredEvent[]): void {
-    this.#alone(() => { this.#write(subscription, pending, undefined, lastOf(pending)) })
+    this.#alone(() => { this.#write(subscription, pending, undefined) })
   }
 
   /**
@@ -156,19 +202,26 @@ export class HubWriter {
     return frame
   }
 
-  #flushOne (subscribers: Set<Subscription>, event: StoredEvent): void {
+  #flushOne (audience: Audience, event: StoredEvent): void {
     const frame = this.frame(event)
+    this.#flushTo(audience.plain, event, frame)
+    // Each filter is tested once; the subscribers of those that reject the event are not visited at all.
+    if (audience.groups.size > 0) {
+      for (const { filter, members } of audience.groups.values()) if (filter.test(event.tags)) this.#flushTo(members, event, frame)
+    }
+  }
+
+  /** One event to subscribers that get it (by their filter, if any). */
+  #flushTo (subscribers: Set<Subscription>, event: StoredEvent, frame: EncodedMessage): void {
     let events: StoredEvent[] | undefined
     for (const subscription of subscribers) {
       // The common case, kept as short as the direct path: a live subscriber that has not had this event yet.
       if (subscription.live && event.seq > subscription.position && !subscription.stream.closed) {
         subscription.position = event.seq
-        // A filtered subscriber passes over what its filter rejects, with its position past it.
-        if (subscription.filter !== null && !subscription.filter.test(event.tags)) continue
         this.delivered++
         subscription.stream.write(frame)
       } else {
-        this.#hand(subscription, events ??= [event], subscription.filter === null ? [frame] : undefined, event.seq)
+        this.#hand(subscription, events ??= [event], [frame])
       }
     }
   }
@@ -190,7 +243,7 @@ export class HubWriter {
         subscription.stamp = stamp
         let batch = subscription.topics.length === 1 ? this.#joined(joined, events, events) : this.#merged(joined, subscription, byTopic)
         if (subscription.filter !== null) batch = this.#filtered(batch, subscription.filter)
-        this.#hand(subscription, batch.events, batch.frames, batch.last)
+        this.#hand(subscription, batch.events, batch.frames)
       }
     }
   }
@@ -199,24 +252,42 @@ export class HubWriter {
   #joined (joined: Map<StoredEvent[] | string, Batch>, key: StoredEvent[] | string, events: StoredEvent[]): Batch {
     let batch = joined.get(key)
     if (batch === undefined) {
-      batch = { events, frames: this.#framesOf(events), last: lastOf(events) }
+      batch = { events, frames: this.#framesOf(events) }
       joined.set(key, batch)
     }
     return batch
   }
 
   /**
-   * The batch's events that a filter lets through, joined once for every subscriber with an equal filter: the frames
-   * of each event are the same bytes for every subscriber, filtered or not.
+   * The batch's events that a filter lets through, joined once for every subscriber with an equal filter, and once
+   * for every filter that lets the same events through (one filter per user, say): the frames of each event are the
+   * same bytes for every subscriber, filtered or not.
    */
   #filtered (batch: Batch, filter: CompiledFilter): Batch {
-    const known = batch.filtered?.get(filter.key)
+    const byFilter = batch.filtered ??= new Map()
+    const known = byFilter.get(filter.key)
     if (known !== undefined) return known
-    const events = batch.events.filter(event => filter.test(event.tags))
-    const made: Batch = events.length === batch.events.length
-      ? batch
-      : { events, frames: events.length === 0 ? [] : this.#framesOf(events), last: batch.last }
-    ;(batch.filtered ??= new Map()).set(filter.key, made)
+    const all = batch.events
+    const events: StoredEvent[] = []
+    let hash = 0
+    for (let i = 0; i < all.length; i++) {
+      if (filter.test(all[i].tags)) {
+        events.push(all[i])
+        hash = (Math.imul(hash, 31) + i + 1) | 0
+      }
+    }
+    let made: Batch | undefined = events.length === all.length ? batch : undefined
+    if (made === undefined) {
+      const results = batch.results ??= new Map()
+      const candidates = results.get(hash)
+      made = candidates?.find((candidate: Batch) => sameEvents(candidate.events, events))
+      if (made === undefined) {
+        made = { events, frames: events.length === 0 ? [] : this.#framesOf(events) }
+        if (candidates === undefined) results.set(hash, [made])
+        else candidates.push(made)
+      }
+    }
+    byFilter.set(filter.key, made)
     return made
   }
 
@@ -260,16 +331,17 @@ export class HubWriter {
   }
 
   /**
-   * A subscriber's events of the tick, up to the position `last`: written if it is live, kept while its replay is
-   * written. Frames, when given, carry exactly these events (a filtered subscriber's are filtered already).
+   * A subscriber's events of the tick: written if it is live, kept while its replay is written. Frames, when given,
+   * carry exactly these events (a filtered subscriber's are filtered already).
    */
-  #hand (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined, last: number): void {
+  #hand (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
     // A stream of another registration ended without telling the hub: it leaves now.
     if (subscription.stream.closed) {
       this.#host.unsubscribe(subscription.stream)
     } else if (subscription.live) {
-      this.#write(subscription, events, frames, last)
-    } else {
+      this.#write(subscription, events, frames)
+    } else if (events.length > 0) {
+      // (A batch its filter emptied leaves nothing to wait.)
       const pending = subscription.pending ??= []
       // A released subscriber meets the same events again in the flush.
       for (const event of events) if (pending.length === 0 || event.seq > pending[pending.length - 1].seq) pending.push(event)
@@ -283,16 +355,16 @@ export class HubWriter {
   /**
    * Writes events (in position order) to a live subscriber, leaving out those it has (a replay wrote them) and, when
    * no frames are given, those its filter rejects: all of them as the frames given when it has none of them, else
-   * joined for it alone. Its position moves to `last`, past what its filter rejected.
+   * joined for it alone.
    */
-  #write (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined, last: number): void {
+  #write (subscription: Subscription, events: StoredEvent[], frames: EncodedMessage[] | undefined): void {
     const { filter } = subscription
     if (filter !== null && frames === undefined) events = events.filter(event => filter.test(event.tags))
     let first = 0
     while (first < events.length && events[first].seq <= subscription.position) first++
-    if (last > subscription.position) subscription.position = last
     if (first === events.length) return
     const fresh = first === 0 ? events : events.slice(first)
+    subscription.position = fresh[fresh.length - 1].seq
     this.delivered += fresh.length
     const joined = first === 0 && frames !== undefined ? frames : this.#framesOf(fresh)
     for (const frame of joined) subscription.stream.write(frame)

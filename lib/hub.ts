@@ -1,5 +1,4 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { DEFAULT_PRESENCE_TTL_MS } from './constants.js'
 import { hubPublish, type CloseReason } from './diagnostics.js'
 import { encodeFields, encodeId, encodeMessage, jsonData, type EncodedMessage } from './encode.js'
 import {
@@ -8,9 +7,9 @@ import {
 import { isPositionId, type EventStore, type NewEvent, type Replay, type StoreFailure, type StoredEvent, type StoreListener, type StoreStats } from './stores/store.js'
 import { checkTags, compileFilter, type TagFilter } from './filter.js'
 import { checkPresence, PresenceBook, type Presence, type PresenceOption } from './presence.js'
-import { HubWriter, type Subscription } from './hub-writer.js'
+import { Audience, HubWriter, type Subscription } from './hub-writer.js'
 import { serializeEvent, type EventSerializers } from './schema-events.js'
-import { EventStream, kHolder, kRelease, type EventMap, type Holder } from './stream.js'
+import { EventStream, kHolder, kIdle, kRelease, type EventMap, type Holder } from './stream.js'
 
 export interface PublishOptions {
   /** The event type; clients dispatch the event under it. */
@@ -87,11 +86,11 @@ export interface HubSettings {
   /** The serializers of the declared events (`hub.events`), compiled on first use; undefined when none are declared. */
   serializers?: (() => EventSerializers) | undefined
   /** How long an instance's presence entries live in a shared store, and whether joins and leaves are published. */
-  presence?: { ttl: number, announce: boolean }
+  presence: { ttl: number, announce: boolean }
 }
 
 interface Topic {
-  readonly subscribers: Set<Subscription>
+  readonly subscribers: Audience
   /** The store's delivery to this topic: resolves to the function that stops it. */
   listening: Promise<() => Promise<void>>
 }
@@ -110,6 +109,8 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   readonly #announce: boolean
   #published = 0
   #closed = false
+  /** The last position frame made for idle filtered subscribers: those at the same position share it. */
+  #idFrame: { position: number, frame: EncodedMessage | undefined } = { position: -1, frame: undefined }
 
   constructor (settings: HubSettings) {
     this.#settings = settings
@@ -120,7 +121,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
       hub: this,
       sent: settings.counters.sent
     })
-    const { ttl, announce } = settings.presence ?? { ttl: DEFAULT_PRESENCE_TTL_MS, announce: false }
+    const { ttl, announce } = settings.presence
     this.#announce = announce
     this.#presence = new PresenceBook(settings.store.presence?.(ttl), Math.ceil(ttl / 3), err => {
       settings.log.warn({ err }, 'event hub store failed to write presence; the next renewal writes it again')
@@ -322,6 +323,25 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     if (!this.#writer.idle) this.#writer.release(this.#subscriptions.get(stream) as Subscription)
   }
 
+  /**
+   * At a heartbeat, an idle filtered subscriber that its filter kept from newer events is sent the position of the
+   * last event handled (`id: <position>`, no event) instead of the comment, so that its Last-Event-ID moves past
+   * them: a subscriber whose filter lets little through resumes from where it was, not from an event the history
+   * dropped. Every event of its topics up to that position was handled, written or passed over (the stores deliver
+   * in position order).
+   */
+  [kIdle] (stream: EventStream<any, any>): EncodedMessage | undefined {
+    const subscription = this.#subscriptions.get(stream)
+    if (subscription === undefined || subscription.filter === null || !subscription.live) return undefined
+    // What the tick holds for it goes first: the position sent is past it.
+    if (!this.#writer.idle) this.#writer.release(subscription)
+    const at = this.#writer.last
+    if (at <= subscription.position) return undefined
+    subscription.position = at
+    if (this.#idFrame.position !== at) this.#idFrame = { position: at, frame: encodeId(String(at)) }
+    return this.#idFrame.frame
+  }
+
   #resyncFrame (lastEventId: string | undefined, topics: readonly string[], head: number): EncodedMessage {
     return encodeMessage(JSON.stringify({ lastEventId, topics }), { id: String(head), event: this.#settings.resyncEvent })
   }
@@ -329,7 +349,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   #join (name: string, subscription: Subscription): Promise<unknown> {
     let topic = this.#topics.get(name)
     if (topic === undefined) {
-      const subscribers = new Set<Subscription>()
+      const subscribers = new Audience()
       const listening = listen(this.#settings.store, name, event => { this.#writer.dispatch(subscribers, event) }, err => this.#fail(name, subscribers, err))
       const created: Topic = { subscribers, listening }
       // A topic whose listening failed is forgotten, so that the next subscriber tries again.

@@ -132,6 +132,7 @@ export const kCutOff = Symbol('fastify-event-stream.cut-off')
 /** The hub the stream is subscribed to, which may hold frames for it until the end of the tick (see Holder). */
 export const kHolder = Symbol('fastify-event-stream.holder')
 export const kRelease = Symbol('fastify-event-stream.release')
+export const kIdle = Symbol('fastify-event-stream.idle')
 
 /**
  * What holds frames for a stream to write them with others at the end of the tick (the hub): anything written to
@@ -139,6 +140,11 @@ export const kRelease = Symbol('fastify-event-stream.release')
  */
 export interface Holder {
   [kRelease]: (stream: EventStream<any, any>) => void
+  /**
+   * The frame an idle stream gets at its heartbeat instead of the comment, when the holder has one: a filtered
+   * subscriber's position (`id: <position>`), past the events its filter skipped, so that it resumes from there.
+   */
+  [kIdle]: (stream: EventStream<any, any>) => EncodedMessage | undefined
 }
 const kDrain = Symbol('fastify-event-stream.drain')
 const kError = Symbol('fastify-event-stream.error')
@@ -372,7 +378,7 @@ export class EventStream<Events extends EventMap = EventMap, LastEventId = strin
   [kHeartbeat] (): void {
     // The heartbeat itself does not count as activity: an idle stream gets one every interval. It goes the way of
     // an encoded frame: straight to an idle HTTP/1.1 socket, as one chunk made once for every stream.
-    if (!this.#active) this.write(HEARTBEAT)
+    if (!this.#active) this.write(this[kHolder]?.[kIdle](this) ?? HEARTBEAT)
     this.#active = false
   }
 

@@ -2,11 +2,13 @@ import fc from 'fast-check'
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import {
-  EventStream, FST_SSE_INVALID_FILTER, FST_SSE_INVALID_TAGS, MemoryStore, injectEventStream, type FastifyEventStreamOptions, type InjectedEventStream,
+  EventStream, EventStreamParser, FST_SSE_INVALID_FILTER, FST_SSE_INVALID_TAGS, MemoryStore, injectEventStream, type FastifyEventStreamOptions, type InjectedEventStream,
   type ParsedEvent, type TagFilter, type Tags
 } from '../index.js'
 import { compileFilter, MAX_FILTER_DEPTH, MAX_FILTER_SIZE, MAX_TAGS } from '../lib/filter.js'
-import { build, until } from './helpers.js'
+import { Audience } from '../lib/hub-writer.js'
+import { kHeartbeat } from '../lib/stream.js'
+import { build, get, listen, until } from './helpers.js'
 
 /** What a filter means, written plainly: the compiled one must agree with it on every input. */
 function reference (filter: TagFilter, tags: Tags): boolean {
@@ -229,7 +231,11 @@ t.test('resync: an id the history cannot place gives the resync frame, then only
   t.same(reader.events.slice(1).map(event => event.data), ['14:c', '17:c'], '12 is a, 13 b, 14 c, 15 untagged, 16 a, 17 c')
 })
 
-t.test('live events that arrive while a filtered replay is written wait, and are filtered too', async t => {
+/**
+ * A filtered subscriber (team a) resuming after the first of six events, whose replay is held while `during` publishes;
+ * then one more event of team a, live. Resolves with what it got.
+ */
+async function heldReplay (t: Test, during: (app: FastifyInstance) => Promise<void>): Promise<string[]> {
   const store = new MemoryStore()
   let hold: (() => void) | undefined
   const held = {
@@ -246,20 +252,34 @@ t.test('live events that arrive while a filtered replay is written wait, and are
   const ids = await publishMix(hub.app, 6)
   const response = injectEventStream(hub.app, { url: `/events?q=${encodeURIComponent(JSON.stringify({ topics: ['feed'], filter: { tag: 'team', eq: 'a' }, from: ids[0] }))}` })
   await until(() => hold !== undefined, 'the replay read')
-  await publishMix(hub.app, 6, 'feed', 6)
-  // One in a tick of its own: the writer's single-event path meets the waiting subscriber too.
-  await new Promise(resolve => setImmediate(resolve))
-  await hub.app.eventHub.publish('feed', '12:a', { tags: { team: 'a' } })
-  await new Promise(resolve => setImmediate(resolve))
-  await hub.app.eventHub.publish('feed', '13:b', { tags: { team: 'b' } })
+  await during(hub.app)
   ;(hold as () => void)()
   const reader = await response
   const events: ParsedEvent[] = []
   ;(async () => { for await (const event of reader) events.push(event) })().catch(() => {})
-  await until(() => events.length >= 3, 'replay and pending')
+  if (!(await hub.subscribed[0])) throw new Error('the subscription did not go live')
   await hub.app.eventHub.publish('feed', 'x:a', { tags: { team: 'a' } })
-  await until(() => events.length >= 4, 'live')
-  t.same(events.map(event => event.data), ['6:a', '9:a', '12:a', 'x:a'], 'replayed (none after 0 but 3, untagged), pending 6, 9 and 12, live')
+  await until(() => events.some(event => event.data === 'x:a'), 'live')
+  return events.map(event => event.data)
+}
+
+t.test('live events that arrive while a filtered replay is written wait, and are filtered too', async t => {
+  const got = await heldReplay(t, async app => {
+    await publishMix(app, 6, 'feed', 6)
+    // One in a tick of its own: the writer's single-event path meets the waiting subscriber too.
+    await new Promise(resolve => setImmediate(resolve))
+    await app.eventHub.publish('feed', '12:a', { tags: { team: 'a' } })
+    await new Promise(resolve => setImmediate(resolve))
+    await app.eventHub.publish('feed', '13:b', { tags: { team: 'b' } })
+  })
+  t.same(got, ['6:a', '9:a', '12:a', 'x:a'], 'replayed (none after 0 but 3, untagged), pending 6, 9 and 12, live')
+})
+
+t.test('a tick whose events a waiting subscriber\'s filter rejects, all of them, leaves it nothing to wait for', async t => {
+  const got = await heldReplay(t, async app => {
+    await Promise.all(['y1', 'y2'].map(data => app.eventHub.publish('feed', data, { tags: { team: 'b' } })))
+  })
+  t.same(got, ['x:a'], 'it went live, then got the next event of its team')
 })
 
 t.test('a write to a filtered subscriber while the tick holds events releases only what passes, in order', async t => {
@@ -309,4 +329,109 @@ t.test('encode once: filtered subscribers get the very bytes everyone gets, join
   t.equal(a1[0], a4[0], 'a subscriber of a second topic with no events in the tick shares the topic\'s frames')
   t.same(readers[1].events.map(event => event.data), ['one', 'burst 0', 'burst 2'])
   await readers[0].received(5)
+})
+
+/** A real client on a socket: its events and the Last-Event-ID it would reconnect with, as EventSource keeps it. */
+async function socketClient (t: Test, base: string, query: Query): Promise<{ events: ParsedEvent[], lastEventId: () => string, close: () => void }> {
+  const response = await get(`${base}/events?q=${encodeURIComponent(JSON.stringify(query))}`)
+  const events: ParsedEvent[] = []
+  const parser = new EventStreamParser(event => events.push(event))
+  response.setEncoding('utf8')
+  response.on('data', (chunk: string) => parser.feed(chunk))
+  t.teardown(() => response.destroy())
+  return { events, lastEventId: () => parser.lastEventId, close: () => response.destroy() }
+}
+
+t.test('a subscriber whose filter skips events gets its position at the heartbeat, and resumes from it after the history moved on', async t => {
+  const hub = await hubApp(t, { heartbeat: 30, hub: { historySize: 5 } })
+  const base = await listen(hub.app)
+  const reader = await socketClient(t, base, { topics: ['feed'], filter: { tag: 'team', eq: 'rare' } })
+  await until(() => reader.lastEventId() !== '', 'the first position frame')
+  await hub.app.eventHub.publish('feed', 'mine', { tags: { team: 'rare' } })
+  await until(() => reader.events.length === 1, 'mine')
+  const mine = reader.lastEventId()
+  const ids: string[] = []
+  for (let i = 0; i < 20; i++) ids.push(await hub.app.eventHub.publish('feed', `other ${i}`, { tags: { team: 'common' } }))
+  await until(() => reader.lastEventId() === ids[19], 'the position frame')
+  t.same(reader.events.map(event => event.data), ['mine'], 'the position frame dispatched nothing')
+  // Twenty events later the history (5) no longer holds what came after "mine": resuming from it would resync.
+  reader.close()
+  await hub.app.eventHub.publish('feed', 'mine again', { tags: { team: 'rare' } })
+  const again = await subscribe(hub, { topics: ['feed'], filter: { tag: 'team', eq: 'rare' }, from: ids[19] })
+  await again.received(1)
+  t.same(again.events.map(event => [event.type, event.data]), [['message', 'mine again']], 'replayed, no resync')
+  const fromOld = await subscribe(hub, { topics: ['feed'], filter: { tag: 'team', eq: 'rare' }, from: mine })
+  await fromOld.received(1)
+  t.equal(fromOld.events[0].type, 'resync', 'the id of its last event would have resynced')
+  // An unfiltered subscriber gets the comment as before: its id stays the one of its last event.
+  const plain = await socketClient(t, base, { topics: ['feed'] })
+  await until(() => plain.lastEventId() !== '', 'its position frame')
+  const before = plain.lastEventId()
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(plain.lastEventId(), before)
+})
+
+t.test('the heartbeat\'s position covers what the tick holds for the subscriber, and goes once per position', async t => {
+  const hub = await hubApp(t)
+  await subscribe(hub, { topics: ['feed'], filter: { tag: 'team', eq: 'a' } })
+  const stream = hub.streams[0]
+  const frames: string[] = []
+  const write = EventStream.prototype.write
+  EventStream.prototype.write = function (frame) { frames.push(Buffer.from(frame).toString()); return write.call(this, frame) }
+  t.teardown(() => { EventStream.prototype.write = write })
+  stream[kHeartbeat]()
+  t.same(frames, [], 'active since the last heartbeat (its position frame): nothing')
+  const skipped = await hub.app.eventHub.publish('feed', 'b1', { tags: { team: 'b' } })
+  await new Promise(resolve => setImmediate(resolve))
+  stream[kHeartbeat]()
+  t.same(frames, [`id: ${skipped}\n\n`], 'idle, past a skipped event: its position')
+  stream[kHeartbeat]()
+  t.same(frames.slice(1), [': \n\n'], 'the same position again: the comment')
+  frames.length = 0
+  // Held in the tick when the heartbeat comes: a skipped event, then one that passes.
+  const held = [hub.app.eventHub.publish('feed', 'b2', { tags: { team: 'b' } }), hub.app.eventHub.publish('feed', 'a1', { tags: { team: 'a' } })]
+  await Promise.resolve()
+  stream[kHeartbeat]()
+  const [, a1] = await Promise.all(held)
+  t.match(frames[0], new RegExp(`^id: ${a1}\ndata: a1\n\n$`), 'the held event first')
+  t.equal(frames[1], ': \n\n', 'then nothing more to tell: a1 is the newest position')
+  t.equal(frames.length, 2)
+})
+
+t.test('filters that let the same events of a tick through share one joined frame; different ones never mix', async t => {
+  const hub = await hubApp(t)
+  // Two users' filters, different keys, the same result; and two whose results collide in the writer's hash.
+  const queries: TagFilter[] = [
+    { and: [{ tag: 'team', eq: 'a' }, { not: { tag: 'user', eq: 'u1' } }] },
+    { and: [{ tag: 'team', eq: 'a' }, { not: { tag: 'user', eq: 'u2' } }] },
+    { tag: 'n', in: ['0', '1'] },
+    { tag: 'n', eq: '32' },
+    { tag: 'n', in: ['0', '33'] },
+    { tag: 'n', in: ['1', '2'] }
+  ]
+  const readers = []
+  for (const filter of queries) readers.push(await subscribe(hub, { topics: ['feed'], filter }))
+  const writes = new Map<EventStream, Uint8Array[]>()
+  const write = EventStream.prototype.write
+  EventStream.prototype.write = function (frame) {
+    writes.set(this, [...(writes.get(this) ?? []), frame])
+    return write.call(this, frame)
+  }
+  t.teardown(() => { EventStream.prototype.write = write })
+  await Promise.all(Array.from({ length: 40 }, (_, n) => hub.app.eventHub.publish('feed', `e${n}`, { tags: { n: String(n), team: n % 2 === 0 ? 'a' : 'b' } })))
+  await readers[0].received(20)
+  await readers[2].received(2)
+  await readers[3].received(1)
+  const [first, second] = hub.streams.map(stream => writes.get(stream) ?? [])
+  t.equal(first.length, 1)
+  t.equal(first[0], second[0], 'one joined frame for both users')
+  t.same(readers[2].events.map(event => event.data), ['e0', 'e1'])
+  t.same(readers[3].events.map(event => event.data), ['e32'])
+  await readers[4].received(2)
+  await readers[5].received(2)
+  t.same(readers[4].events.map(event => event.data), ['e0', 'e33'])
+  t.same(readers[5].events.map(event => event.data), ['e1', 'e2'])
+  // A subscriber that is not in a topic's audience is not taken out of it.
+  const audience = new Audience()
+  t.equal(audience.delete({ filter: null } as never), false)
 })
