@@ -2,10 +2,11 @@
 // of its own (bench/hub-instance.ts, the Redis store on the shared Redis, a prefix of its own) holds
 // BENCH_PRESENCE_MEMBERS streams on one topic, listed ({ id, info }) or only counted ('count'), or spread over 100
 // topics; 10 listed streams on another topic. Measured from Redis itself (INFO commandstats and INFO cpu, before
-// and after): the joins, and the renewals over BENCH_PRESENCE_SECONDS with a TTL of 3 s (a renewal a second),
-// scaled to the default TTL (30 s: a renewal every 10 s, 6 a minute). presence() and presenceCount() latency from
-// another instance in this process, for 10 and for all the members. Redis memory per member (MEMORY USAGE).
-//   BENCH_PRESENCE_MEMBERS (default 10000), BENCH_PRESENCE_SECONDS (default 10), BENCH_RESULTS (default
+// and after): the joins, and the instance's renewal (its renewal script for its topics, sent BENCH_PRESENCE_RENEWALS
+// times back to back), per renewal and per minute at the default TTL (30 s: a renewal every 10 s, 6 a minute).
+// presence() and presenceCount() latency from another instance in this process, for 10 and for all the members.
+// Redis memory per member (MEMORY USAGE).
+//   BENCH_PRESENCE_MEMBERS (default 10000), BENCH_PRESENCE_RENEWALS (default 2000), BENCH_RESULTS (default
 //   bench/RESULTS.md: appends a section)
 import { spawn } from 'node:child_process'
 import { appendFile } from 'node:fs/promises'
@@ -13,12 +14,13 @@ import { fileURLToPath } from 'node:url'
 import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import fastifyEventStream from '../index.js'
+import { RedisPresenceStore } from '../lib/stores/redis-presence.js'
 import { RedisStore } from '../lib/stores/redis.js'
 import { lines, nextLine, openMany } from './client.js'
 
 const REDIS = 'redis://127.0.0.1:6379'
 const MEMBERS = Number(process.env.BENCH_PRESENCE_MEMBERS ?? 10_000)
-const SECONDS = Number(process.env.BENCH_PRESENCE_SECONDS ?? 10)
+const RENEWALS = Number(process.env.BENCH_PRESENCE_RENEWALS ?? 2000)
 const TTL = 3000
 const DEFAULT_RENEWALS_PER_MINUTE = 6
 const redis = new Redis(REDIS)
@@ -61,11 +63,16 @@ async function measure (shape: Shape): Promise<Result> {
     while ((await app.eventHub.presenceCount(topic(0))) < (shape === 'listed, 100 topics' ? MEMBERS / 100 : MEMBERS)) await new Promise(resolve => setTimeout(resolve, 50))
     await new Promise(resolve => setTimeout(resolve, 200))
     const joined = diff(before, await redisCost())
-    // Renewals only: nothing else happens meanwhile (this instance's own reads come after).
+    // The renewals: the instance's own renewal script for its topics, sent RENEWALS times back to back (its process
+    // renews as well, once a second: a few of the calls counted), measured by Redis.
+    const instance = (await redis.hkeys(`${prefix}:pn:${topic(0)}`))[0]
+    const topics = new Map<string, number>()
+    for (let i = 0; i < (shape === 'listed, 100 topics' ? 100 : 1); i++) topics.set(topic(i), 1)
+    const renewer = new RedisPresenceStore({ client: redis, prefix, command: async send => await send() }, instance, TTL)
     const idle = await redisCost()
-    await new Promise(resolve => setTimeout(resolve, SECONDS * 1000))
+    for (let i = 0; i < RENEWALS; i++) await renewer.refresh(topics, () => { throw new Error('a topic was lost') })
     const renewed = diff(idle, await redisCost())
-    const renewals = SECONDS / (TTL / 3 / 1000)
+    const renewals = RENEWALS
     const bytes = shape === 'counted, one topic' ? 0 : Number(await redis.call('MEMORY', 'USAGE', `${prefix}:p:${topic(0)}`, 'SAMPLES', '0')) * (shape === 'listed, 100 topics' ? 100 : 1)
     const time = async (read: () => Promise<unknown>): Promise<number[]> => {
       const ms: number[] = []
@@ -110,8 +117,8 @@ const text = `
 ## Presence in Redis (\`npm run bench:presence\`, issue 29)
 
 ${new Date().toISOString().slice(0, 10)}. One instance in its own process with ${members} streams carrying a presence; Redis's own accounting
-(INFO commandstats: script µs; INFO cpu: the server's user+system CPU, network included). Renewals measured over ${SECONDS} s
-with a TTL of ${TTL / 1000} s (one a second), per renewal, and per minute at the default TTL (30 s: ${DEFAULT_RENEWALS_PER_MINUTE} renewals a minute).
+(INFO commandstats: script µs; INFO cpu: the server's user+system CPU, network included). The renewal: the instance's own
+renewal of its topics sent ${RENEWALS.toLocaleString('en')} times back to back, per renewal, and per minute at the default TTL (30 s: ${DEFAULT_RENEWALS_PER_MINUTE} renewals a minute).
 presence() and presenceCount() timed from another instance (100 calls each, in turn): ${members} members, and a topic of 10.
 
 | ${members} streams | join: script µs each | renewal: script µs | renewal: Redis CPU ms | Redis CPU ms per minute (default TTL) | Redis bytes per member | presence() p50 / p99 ms | presenceCount() p50 / p99 ms | presence() of 10 p50 / p99 ms |

@@ -30,7 +30,7 @@ const PARTS: Part[] = [
   { name: 'admission', script: 'admission.js', env: { BENCH_ADMISSION_CAP: '1000', BENCH_ADMISSION_SECONDS: '10', BENCH_ADMISSION_ROUNDS: '1', BENCH_ADMISSION_STORM: '2000' } },
   // Filtered fan-out against the unfiltered one (awaited in a loop, and one per tick), and presence in Redis.
   { name: 'filter', script: 'filter.js', env: { BENCH_ROUNDS: '1', BENCH_FILTER_SUBSCRIBERS: '5000', BENCH_FILTER_BASE: '500' } },
-  { name: 'presence', script: 'presence.js', env: { BENCH_PRESENCE_MEMBERS: '2000', BENCH_PRESENCE_SECONDS: '3' } }
+  { name: 'presence', script: 'presence.js', env: { BENCH_PRESENCE_MEMBERS: '2000', BENCH_PRESENCE_RENEWALS: '500' } }
 ]
 
 const only = process.env.BENCH_QUICK_ONLY?.split(',')
