@@ -29,6 +29,11 @@ export const MAX_FILTER_DEPTH = 8
 export const MAX_FILTER_SIZE = 256
 
 const EMPTY: Tags = Object.freeze(Object.create(null) as Tags)
+/**
+ * The tags of an event whose tags a store could not read back (a foreign or corrupt message): no filter lets it
+ * through, `not` included, so that a filter stays a boundary; subscribers without a filter still get the event.
+ */
+export const UNREADABLE_TAGS: Tags = Object.freeze(Object.create(null) as Tags)
 const hasOwn = Object.prototype.hasOwnProperty
 
 /** The tags of a publish, checked before anything is kept; an empty object is no tags. FST_SSE_INVALID_TAGS else. */
@@ -56,7 +61,7 @@ export function checkTags (tags: unknown): Tags | undefined {
 export function compileFilter (filter: unknown): CompiledFilter {
   const budget = { left: MAX_FILTER_SIZE }
   const node = compile(filter, 1, budget, 'filter')
-  return { test: tags => node(tags ?? EMPTY), key: node.key }
+  return { test: tags => tags !== UNREADABLE_TAGS && node(tags ?? EMPTY), key: node.key }
 }
 
 type Node = ((tags: Tags) => boolean) & { key: string }

@@ -5,7 +5,7 @@ import {
   EventStream, EventStreamParser, FST_SSE_INVALID_FILTER, FST_SSE_INVALID_TAGS, MemoryStore, injectEventStream, type FastifyEventStreamOptions, type InjectedEventStream,
   type ParsedEvent, type TagFilter, type Tags
 } from '../index.js'
-import { compileFilter, MAX_FILTER_DEPTH, MAX_FILTER_SIZE, MAX_TAGS } from '../lib/filter.js'
+import { compileFilter, MAX_FILTER_DEPTH, MAX_FILTER_SIZE, MAX_TAGS, UNREADABLE_TAGS } from '../lib/filter.js'
 import { Audience } from '../lib/hub-writer.js'
 import { kHeartbeat } from '../lib/stream.js'
 import { build, get, listen, until } from './helpers.js'
@@ -55,6 +55,7 @@ t.test('equal filters share a key (the writer joins their frames once); differen
   // A tag inherited from Object.prototype is not a tag of the event.
   t.equal(compileFilter({ tag: 'toString', in: ['x'] }).test({}), false)
   t.equal(compileFilter({ tag: 'team', in: 'abcdefghij'.split('') }).test({ team: 'j' }), true, 'a long list goes through a set')
+  t.equal(compileFilter({ not: { tag: 'private', eq: 'yes' } }).test(UNREADABLE_TAGS), false, 'tags a store could not read pass no filter')
 })
 
 t.test('bad filters and bad tags: coded errors naming the mistake', async t => {

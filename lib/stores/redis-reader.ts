@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis'
 import { FST_SSE_HUB_CLOSED, FST_SSE_STORE_GAP, FST_SSE_STORE_RESET, FST_SSE_STORE_UNAVAILABLE } from '../errors.js'
 import { storedEvent, type StoredEvent, type StoreFailure, type StoreListener } from './store.js'
-import type { Tags } from '../filter.js'
+import { UNREADABLE_TAGS, type Tags } from '../filter.js'
 import { storeLag } from '../diagnostics.js'
 
 /** What the reader needs of its store: the command connection's reads, and where it reports. */
@@ -316,7 +316,15 @@ function newTopic (name: string, channel: string): Topic {
   return { name, channel, after: -1, listeners: new Map(), early: [], placed, place }
 }
 
-/** The tags of a stored event as Redis keeps them (JSON of an object the hub checked), or none. */
+/**
+ * The tags of a stored event as Redis keeps them (JSON of an object the hub checked), or none; what cannot be read
+ * as such (a foreign publish on the channel, a corrupt entry) is UNREADABLE_TAGS, which no filter lets through.
+ */
 export function parseTags (text: string | undefined): Tags | undefined {
-  return text === undefined || text === '' ? undefined : JSON.parse(text) as Tags
+  if (text === undefined || text === '') return undefined
+  try {
+    const tags: unknown = JSON.parse(text)
+    if (typeof tags === 'object' && tags !== null && !Array.isArray(tags)) return tags as Tags
+  } catch {}
+  return UNREADABLE_TAGS
 }

@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { EventSource } from 'undici'
 import fastifyEventStream, { type ParsedEvent, type PresenceOption, type TagFilter } from '../../index.js'
+import { compileFilter } from '../../lib/filter.js'
 import { RedisStore } from '../../lib/stores/redis.js'
 import { SHARED_REDIS, redisServer, sharedClient, sseClient, uniquePrefix, until, type SseClient } from './helpers.js'
 
@@ -210,4 +211,37 @@ t.test('a write that replaces an instance\'s entries drops its others; a restart
   await presence.update([{ topic: 'room', count: 0, joined: [], left: ['k2'] }])
   t.same(await presence.read('room', true), { count: 0, members: ['{"id":"z"}'] }, 'count 0 takes the instance out, its fields too')
   await presence.close()
+})
+
+t.test('tags Redis cannot give back as an object (a foreign publish, a corrupt entry): no filter lets the event through, nothing crashes', async t => {
+  const prefix = uniquePrefix(t)
+  const a = await instance(t, SHARED_REDIS, prefix)
+  const filtered = await live(t, a, { topics: ['feed'], filter: { not: { tag: 'private', eq: 'yes' } } })
+  const all = await live(t, a, { topics: ['feed'] })
+  const first = await a.app.eventHub.publish('feed', 'clean')
+  await all.received(1)
+  await filtered.received(1)
+  // A message on the topic's channel as another publisher might send it, its tags line not JSON of an object.
+  const redis = sharedClient(t)
+  const epoch = await redis.hget(`${prefix}:meta`, 'first') as string
+  await redis.publish(`${prefix}:c:feed`, `${Number(first) + 1}\n${first}\n${epoch}\n${Date.now()}\n\n\nnot json\nforeign`)
+  await redis.publish(`${prefix}:c:feed`, `${Number(first) + 2}\n${Number(first) + 1}\n${epoch}\n${Date.now()}\n\n\n["a"]\nforeign 2`)
+  await all.received(3)
+  t.same(texts(all.events), ['clean', 'foreign', 'foreign 2'], 'a subscriber without a filter gets them')
+  // The store's head moves past the foreign positions, as the other publisher's script would have moved it.
+  await redis.hset(`${prefix}:meta`, 'head', String(Number(first) + 2))
+  await a.app.eventHub.publish('feed', 'after')
+  await all.received(4)
+  await filtered.received(2)
+  t.same(texts(filtered.events), ['clean', 'after'], 'a filter, even one of `not`, lets none through')
+  // A stream entry whose tags field is corrupt: the replay leaves it out for filtered readers too.
+  await redis.xadd(`${prefix}:t:feed`, `${Number(first) + 4}-0`, 'm', `${Date.now()}:${Number(first) + 3}`, 'd', 'stored foreign', 'g', '{oops')
+  const replay = await a.store.readAfter(['feed'], first)
+  const corrupt = replay.events?.find(event => event.data === 'stored foreign')
+  t.ok(corrupt !== undefined && corrupt.tags !== undefined && Object.keys(corrupt.tags).length === 0, 'read back as unreadable tags')
+  t.equal(compileFilter({ not: { tag: 'x', eq: 'y' } }).test(corrupt?.tags), false)
+  // An empty event type given to the store itself is no event type, tags or not.
+  const appended = await a.store.append('other', { data: 'x', event: '', tags: { team: 'a' } })
+  t.same([appended.event, appended.tags], [undefined, { team: 'a' }])
+  t.notOk('event' in appended)
 })

@@ -70,7 +70,7 @@ t.test('a message on the live path that links past the last delivered position f
   await until(() => heard.length === 1, 'the first event')
   // What a lost message would look like: the next one links to a position this instance never got.
   const epoch = (await sharedClient(t).hget(`${prefix}:meta`, 'first')) as string
-  await sharedClient(t).publish(`${prefix}:c:a`, `${first.seq + 2}\n${first.seq + 1}\n${epoch}\n${Date.now()}\n\n\nthree`)
+  await sharedClient(t).publish(`${prefix}:c:a`, `${first.seq + 2}\n${first.seq + 1}\n${epoch}\n${Date.now()}\n\n\n\nthree`)
   await until(() => failures.length === 1, 'the failure')
   t.equal((failures[0] as Error & { code: string }).code, 'FST_SSE_STORE_GAP')
   t.same(heard, ['one'], 'nothing after the gap was delivered')
@@ -88,7 +88,7 @@ t.test('a duplicate live message is dropped; a listener added to a listened topi
   const first = await store.append('a', { data: 'one', event: 'note', id: 'mine' })
   await until(() => heard.length === 1, 'the first event')
   const epoch = (await sharedClient(t).hget(`${prefix}:meta`, 'first')) as string
-  await sharedClient(t).publish(`${prefix}:c:a`, `${first.seq}\n0\n${epoch}\n${Date.now()}\nnote\nmine\none`)
+  await sharedClient(t).publish(`${prefix}:c:a`, `${first.seq}\n0\n${epoch}\n${Date.now()}\nnote\nmine\n\none`)
   const also: StoredEvent[] = []
   await store.listen('a', event => also.push(event))
   await store.append('a', { data: 'two' })

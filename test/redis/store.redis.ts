@@ -164,7 +164,7 @@ t.test('a listener on several topics gets 1,500 appends of one transaction in po
   for (let i = 0; i < 1500; i++) {
     const topic = i < 1000 || i % 2 === 0 ? 'a' : 'b'
     transaction.eval(APPEND, 6, `${prefix}:meta`, `${prefix}:clock`, `${prefix}:t:${topic}`, `${prefix}:l:${topic}`, `${prefix}:id:`, `${prefix}:c:${topic}`,
-      0, 5000, 300_000, 86_400_000, 1000, String(i), '', '')
+      0, 5000, 300_000, 86_400_000, 1000, String(i), '', '', '')
   }
   const results = await transaction.exec() as Array<[Error | null, [string, string]]>
   const appended = results.map(([, [, seq]]) => Number(seq))
