@@ -5,7 +5,7 @@ import fastifyEventStream, {
   EventHub, EventStream, FST_SSE_INVALID_FIELD, MemoryStore, encodeComment, encodeMessage, injectEventStream, type EncodedMessage,
   type CompressionOptions, type EventMap, type EventStore, type FastifyEventStreamOptions, type HubStats, type LastEventIdOf,
   type MessageOptions, type ParsedEvent, type StoredEvent, type StreamEncoding, type StreamOptions,
-  type AdmissionStats, type Refusal, type RefusalReason, type StreamAdmission
+  type AdmissionStats, type Refusal, type RefusalReason, type StreamAdmission, type Tags
 } from '../index.js'
 
 const app = Fastify()
@@ -199,7 +199,7 @@ test('stores', () => {
   expect(MemoryStore).type.not.toBeConstructableWith({ historySize: '10' })
   expect(app.register).type.toBeCallableWith(fastifyEventStream, { hub: { store: new MemoryStore(), resyncEvent: 'reload' } })
   expect(app.register).type.not.toBeCallableWith(fastifyEventStream, { hub: { store: {} } })
-  expect<StoredEvent>().type.toBe<{ readonly topic: string, readonly seq: number, readonly id: string, readonly event?: string, readonly data: string }>()
+  expect<StoredEvent>().type.toBe<{ readonly topic: string, readonly seq: number, readonly id: string, readonly event?: string, readonly data: string, readonly tags?: Tags }>()
 })
 
 test('lastEventId follows the route querystring too (lastEventIdQuery): the header or the query parameter', () => {
