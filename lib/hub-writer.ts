@@ -12,6 +12,8 @@ export interface Subscription {
   readonly filter: CompiledFilter | null
   /** The newest position written to the stream: live events at or below it were replayed already. */
   position: number
+  /** The store's head when it subscribed: what its topics held up to there was replayed, or skipped with a resync. */
+  start: number
   /** False while the replay is written: live events wait in `pending` meanwhile (null while none waits). */
   live: boolean
   pending: StoredEvent[] | null
@@ -30,6 +32,12 @@ export class Audience extends Set<Subscription> {
   readonly plain = new Set<Subscription>()
   /** The subscribers with a filter, by the filter's key. */
   readonly groups = new Map<string, { readonly filter: CompiledFilter, readonly members: Set<Subscription> }>()
+  /**
+   * The position of the topic's newest event the store delivered: once the writer released what it holds for a
+   * subscriber, every event of the topic up to it was handled for that subscriber (written, or passed over by its
+   * filter), since a store delivers a topic in position order (see EventHub[kIdle]).
+   */
+  last = 0
 
   override add (subscription: Subscription): this {
     super.add(subscription)
@@ -113,11 +121,6 @@ function flushTick (writer: HubWriter): void {
 export class HubWriter {
   /** Frames handed to subscribers' write queues, replayed or live. */
   delivered = 0
-  /**
-   * The position of the last event flushed: every event at or below it that this instance reads has been handled
-   * (the stores deliver in position order), written or passed over by a filter (see EventHub[kIdle]).
-   */
-  last = 0
   readonly #host: WriterHost
   /** The store's deliveries of this tick: a topic's subscribers, then the event, and so on (see dispatch). */
   #tick: Array<Set<Subscription> | StoredEvent> = []
@@ -133,6 +136,7 @@ export class HubWriter {
 
   /** An event the store delivered to a topic's subscribers: written at the end of the tick. */
   dispatch (subscribers: Audience, event: StoredEvent): void {
+    subscribers.last = event.seq
     if (this.#tick.length === 0) process.nextTick(flushTick, this)
     this.#tick.push(subscribers, event)
   }
@@ -163,7 +167,6 @@ export class HubWriter {
     const tick = this.#tick
     this.#tick = []
     this.#flushing = true
-    this.last = (tick[tick.length - 1] as StoredEvent).seq
     const before = this.delivered
     try {
       if (tick.length === 2) this.#flushOne(tick[0] as Audience, tick[1] as StoredEvent)

@@ -176,7 +176,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     if (stream.closed) return Promise.resolve(false)
     const resumeFrom = options.lastEventId ?? stream.lastEventId
     const presence = member === undefined ? null : { key: this.#presence.join(names, member), member, announced: false }
-    const subscription: Subscription = { stream, topics: names, filter, position: 0, live: false, pending: null, stamp: 0, presence }
+    const subscription: Subscription = { stream, topics: names, filter, position: 0, start: 0, live: false, pending: null, stamp: 0, presence }
     this.#subscriptions.set(stream, subscription)
     stream[kHolder] = this
     const listening = names.map(name => this.#join(name, subscription))
@@ -293,7 +293,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     } else if (!(await this.#replay(subscription, replay.events))) {
       return false
     }
-    subscription.position = replay.head
+    subscription.position = subscription.start = replay.head
     return this.#goLive(subscription)
   }
 
@@ -324,18 +324,20 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
   }
 
   /**
-   * At a heartbeat, an idle filtered subscriber that its filter kept from newer events is sent the position of the
-   * last event handled (`id: <position>`, no event) instead of the comment, so that its Last-Event-ID moves past
-   * them: a subscriber whose filter lets little through resumes from where it was, not from an event the history
-   * dropped. Every event of its topics up to that position was handled, written or passed over (the stores deliver
-   * in position order).
+   * At a heartbeat, an idle filtered subscriber that its filter kept from newer events is sent a position past them
+   * (`id: <position>`, no event) instead of the comment, so that its Last-Event-ID moves on: a subscriber whose
+   * filter lets little through resumes from where it was, not from an event the history dropped. The position is,
+   * over its topics, the oldest of each topic's newest event delivered (or the head it subscribed at, if later): a
+   * store delivers each topic in position order, so every event of its topics up to there was handled for it,
+   * written or passed over.
    */
   [kIdle] (stream: EventStream<any, any>): EncodedMessage | undefined {
     const subscription = this.#subscriptions.get(stream)
     if (subscription === undefined || subscription.filter === null || !subscription.live) return undefined
     // What the tick holds for it goes first: the position sent is past it.
     if (!this.#writer.idle) this.#writer.release(subscription)
-    const at = this.#writer.last
+    let at = Infinity
+    for (const name of subscription.topics) at = Math.min(at, Math.max(subscription.start, (this.#topics.get(name) as Topic).subscribers.last))
     if (at <= subscription.position) return undefined
     subscription.position = at
     if (this.#idFrame.position !== at) this.#idFrame = { position: at, frame: encodeId(String(at)) }

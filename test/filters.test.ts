@@ -364,6 +364,18 @@ t.test('a subscriber whose filter skips events gets its position at the heartbea
   const fromOld = await subscribe(hub, { topics: ['feed'], filter: { tag: 'team', eq: 'rare' }, from: mine })
   await fromOld.received(1)
   t.equal(fromOld.events[0].type, 'resync', 'the id of its last event would have resynced')
+  // A subscriber of a quiet topic as well: its position moves up to the quiet topic's newest event (or the head it
+  // subscribed at), not past events the quiet topic might still deliver.
+  const both = await socketClient(t, base, { topics: ['feed', 'quiet'], filter: { tag: 'team', eq: 'rare' } })
+  await until(() => both.lastEventId() !== '', 'its first position frame')
+  const subscribedAt = both.lastEventId()
+  const later: string[] = []
+  for (let i = 0; i < 3; i++) later.push(await hub.app.eventHub.publish('feed', `skipped ${i}`, { tags: { team: 'common' } }))
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(both.lastEventId(), subscribedAt, 'quiet since it subscribed: nothing to tell past the head it got')
+  await hub.app.eventHub.publish('quiet', 'q', { tags: { team: 'common' } })
+  await until(() => both.lastEventId() === later[2], 'the quiet topic\'s event moved it on, up to the other topic\'s newest')
+  t.same(both.events, [], 'and it dispatched nothing')
   // An unfiltered subscriber gets the comment as before: its id stays the one of its last event.
   const plain = await socketClient(t, base, { topics: ['feed'] })
   await until(() => plain.lastEventId() !== '', 'its position frame')
