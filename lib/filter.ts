@@ -36,11 +36,15 @@ const EMPTY: Tags = Object.freeze(Object.create(null) as Tags)
 export const UNREADABLE_TAGS: Tags = Object.freeze(Object.create(null) as Tags)
 const hasOwn = Object.prototype.hasOwnProperty
 
-/** The tags of a publish, checked before anything is kept; an empty object is no tags. FST_SSE_INVALID_TAGS else. */
+/**
+ * The tags of a publish, checked before anything is kept; an empty object is no tags, a tag whose value is undefined
+ * is left out. FST_SSE_INVALID_TAGS else.
+ */
 export function checkTags (tags: unknown): Tags | undefined {
   if (tags === undefined) return undefined
   if (!isPlainObject(tags)) throw new FST_SSE_INVALID_TAGS(`expected an object of string values, got ${describe(tags)}`)
-  const names = Object.keys(tags)
+  // A tag whose value is undefined is no tag (as JSON.stringify() leaves out such a field).
+  const names = Object.keys(tags).filter(name => (tags as Record<string, unknown>)[name] !== undefined)
   if (names.length === 0) return undefined
   if (names.length > MAX_TAGS) throw new FST_SSE_INVALID_TAGS(`${names.length} tags, at most ${MAX_TAGS}`)
   const copy: Record<string, string> = Object.create(null)

@@ -17,10 +17,11 @@ export interface PublishOptions {
   /** Your own id for the event (unique in the history, not a decimal integer); by default the hub assigns one. */
   id?: string
   /**
-   * Tags that subscribers' filters test (`{ team: 'a' }`: up to 32 string values); kept and delivered with the event
-   * through any store. An event without tags passes only filters that hold for no tags (`not` of a tag, say).
+   * Tags that subscribers' filters test (`{ team: 'a' }`: up to 32 string values; one whose value is undefined is
+   * left out); kept and delivered with the event through any store. An event without tags passes only filters that
+   * hold for no tags (`not` of a tag, say).
    */
-  tags?: Record<string, string>
+  tags?: Readonly<Record<string, string | undefined>>
 }
 
 export interface SubscribeOptions {

@@ -5,7 +5,7 @@ import {
   EventStream, EventStreamParser, FST_SSE_INVALID_FILTER, FST_SSE_INVALID_TAGS, MemoryStore, injectEventStream, type FastifyEventStreamOptions, type InjectedEventStream,
   type ParsedEvent, type TagFilter, type Tags
 } from '../index.js'
-import { compileFilter, MAX_FILTER_DEPTH, MAX_FILTER_SIZE, MAX_TAGS, UNREADABLE_TAGS } from '../lib/filter.js'
+import { checkTags, compileFilter, MAX_FILTER_DEPTH, MAX_FILTER_SIZE, MAX_TAGS, UNREADABLE_TAGS } from '../lib/filter.js'
 import { Audience } from '../lib/hub-writer.js'
 import { kHeartbeat } from '../lib/stream.js'
 import { build, get, listen, until } from './helpers.js'
@@ -97,10 +97,13 @@ t.test('bad filters and bad tags: coded errors naming the mistake', async t => {
   // Nothing was kept: a reader from the start of the history finds only what comes next.
   const reader = await subscribe(hub, { topics: ['a'] })
   const first = await hub.app.eventHub.publish('a', 'kept', { tags: {} })
-  await reader.received(1)
-  t.same(reader.events.map(event => event.data), ['kept'])
+  await hub.app.eventHub.publish('a', 'kept too', { tags: { team: undefined, level: 'x' } })
+  await reader.received(2)
+  t.same(reader.events.map(event => event.data), ['kept', 'kept too'])
   t.equal(reader.events[0].lastEventId, first)
-  t.equal(hub.app.eventHub.stats().published, 1, 'the refused publishes counted nothing')
+  t.equal(hub.app.eventHub.stats().published, 2, 'the refused publishes counted nothing')
+  t.same(checkTags({ team: undefined, level: 'x' }), { level: 'x' }, 'a tag whose value is undefined is left out')
+  t.equal(checkTags({ team: undefined }), undefined)
   // A bad filter is refused by subscribe() before the stream joins anything.
   const refused = await drain(await injectEventStream(hub.app, { url: `/events?q=${encodeURIComponent(JSON.stringify({ topics: ['a'], filter: { tag: 'a', eq: 5 } }))}` }))
   t.same(refused.map(event => event.data), ['FST_SSE_INVALID_FILTER'])

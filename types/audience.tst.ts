@@ -10,6 +10,9 @@ test('publish carries tags of string values', () => {
   expect(app.eventHub.publish).type.toBeCallableWith('feed', 'x', { tags: { team: 'a' } })
   expect(app.eventHub.send).type.toBeCallableWith('feed', 'order', { n: 1 }, { tags: { team: 'a' } })
   expect(app.eventHub.publish).type.not.toBeCallableWith('feed', 'x', { tags: { team: 1 } })
+  // A ternary's branches with different tags: the missing one is undefined, which is left out.
+  const tags = Math.random() > 0.5 ? { visibility: 'team', team: 'a' } : { team: 'a' }
+  expect(app.eventHub.publish).type.toBeCallableWith('feed', 'x', { tags })
   expect(app.eventHub.publish).type.not.toBeCallableWith('feed', 'x', { tags: ['a'] })
   expect<{ team: string }>().type.toBeAssignableTo<Tags>()
 })
