@@ -451,3 +451,21 @@ t.test('filters that let the same events of a tick through share one joined fram
   const audience = new Audience()
   t.equal(audience.delete({ filter: null } as never), false)
 })
+
+t.test('a filter that lets a whole tick through shares the joined frame of the unfiltered subscribers', async t => {
+  const hub = await hubApp(t)
+  const readers = [await subscribe(hub, { topics: ['feed'] }), await subscribe(hub, { topics: ['feed'], filter: { tag: 'team', eq: 'a' } })]
+  const writes = new Map<EventStream, Uint8Array[]>()
+  const write = EventStream.prototype.write
+  EventStream.prototype.write = function (frame) {
+    writes.set(this, [...(writes.get(this) ?? []), frame])
+    return write.call(this, frame)
+  }
+  t.teardown(() => { EventStream.prototype.write = write })
+  await Promise.all(['a1', 'a2', 'a3'].map(data => hub.app.eventHub.publish('feed', data, { tags: { team: 'a' } })))
+  for (const reader of readers) await reader.received(3)
+  const [all, filtered] = hub.streams.map(stream => writes.get(stream) ?? [])
+  t.equal(all.length, 1, 'the tick in one write')
+  t.equal(filtered[0], all[0], 'the very same Buffer')
+  t.same(readers[1].events.map(event => event.data), ['a1', 'a2', 'a3'])
+})
