@@ -167,8 +167,13 @@ t.test('Redis restarts empty: reconnecting clients are back in presence, one tha
     return presence?.count === 2 && presence.members.length === 1
   }, 'ann and the counted stream back, bob not', 10_000)
   t.pass(`back ${Date.now() - back} ms after the restart`)
-  t.same(await a.app.eventHub.presence('room'), { count: 2, members: [{ id: 'ann', streams: 1 }] })
-  t.equal(await b.app.eventHub.presenceCount('side'), 1)
+  // The clients may still be settling (a second reconnect after the store reset): what holds once they settled.
+  await until(async () => {
+    const presence = await a.app.eventHub.presence('room').catch(() => undefined)
+    return presence?.count === 2 && presence.members.length === 1 && presence.members[0].id === 'ann' &&
+      (await b.app.eventHub.presenceCount('side').catch(() => 0)) === 1
+  }, 'ann and the counted stream on room, the counted stream on side, bob nowhere', 10_000)
+  t.pass('bob, who left during the outage, is not back')
 })
 
 t.test('presence keys lost under open streams (evicted, a replica behind): the next renewal writes them again', async t => {
