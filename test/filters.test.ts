@@ -152,6 +152,18 @@ async function drain (response: InjectedEventStream): Promise<ParsedEvent[]> {
   return events
 }
 
+/** Records the frames each stream is handed (by the hub's writer or anything else) until the test ends. */
+function captureWrites (t: Test): Map<EventStream, Uint8Array[]> {
+  const writes = new Map<EventStream, Uint8Array[]>()
+  const write = EventStream.prototype.write
+  EventStream.prototype.write = function (frame) {
+    writes.set(this, [...(writes.get(this) ?? []), frame])
+    return write.call(this, frame)
+  }
+  t.teardown(() => { EventStream.prototype.write = write })
+  return writes
+}
+
 /** Publishes one event per team, round-robin: team a, b, c, a, b, c, ... and one untagged event every fourth. */
 async function publishMix (app: FastifyInstance, count: number, topic = 'feed', start = 0): Promise<string[]> {
   const ids = []
@@ -309,13 +321,7 @@ t.test('encode once: filtered subscribers get the very bytes everyone gets, join
     await subscribe(hub, { topics: ['feed'], filter: { tag: 'team', eq: 'a' } }),
     await subscribe(hub, { topics: ['feed', 'other'], filter: { tag: 'team', eq: 'a' } })
   ]
-  const writes = new Map<EventStream, Uint8Array[]>()
-  const write = EventStream.prototype.write
-  EventStream.prototype.write = function (frame) {
-    if (typeof frame !== 'string') writes.set(this, [...(writes.get(this) ?? []), frame])
-    return write.call(this, frame)
-  }
-  t.teardown(() => { EventStream.prototype.write = write })
+  const writes = captureWrites(t)
   // One event: the same frame object for every receiver.
   await hub.app.eventHub.publish('feed', 'one', { tags: { team: 'a' } })
   for (const reader of readers) await reader.received(1)
@@ -427,13 +433,7 @@ t.test('filters that let the same events of a tick through share one joined fram
   ]
   const readers = []
   for (const filter of queries) readers.push(await subscribe(hub, { topics: ['feed'], filter }))
-  const writes = new Map<EventStream, Uint8Array[]>()
-  const write = EventStream.prototype.write
-  EventStream.prototype.write = function (frame) {
-    writes.set(this, [...(writes.get(this) ?? []), frame])
-    return write.call(this, frame)
-  }
-  t.teardown(() => { EventStream.prototype.write = write })
+  const writes = captureWrites(t)
   await Promise.all(Array.from({ length: 40 }, (_, n) => hub.app.eventHub.publish('feed', `e${n}`, { tags: { n: String(n), team: n % 2 === 0 ? 'a' : 'b' } })))
   await readers[0].received(20)
   await readers[2].received(2)
@@ -455,13 +455,7 @@ t.test('filters that let the same events of a tick through share one joined fram
 t.test('a filter that lets a whole tick through shares the joined frame of the unfiltered subscribers', async t => {
   const hub = await hubApp(t)
   const readers = [await subscribe(hub, { topics: ['feed'] }), await subscribe(hub, { topics: ['feed'], filter: { tag: 'team', eq: 'a' } })]
-  const writes = new Map<EventStream, Uint8Array[]>()
-  const write = EventStream.prototype.write
-  EventStream.prototype.write = function (frame) {
-    writes.set(this, [...(writes.get(this) ?? []), frame])
-    return write.call(this, frame)
-  }
-  t.teardown(() => { EventStream.prototype.write = write })
+  const writes = captureWrites(t)
   await Promise.all(['a1', 'a2', 'a3'].map(data => hub.app.eventHub.publish('feed', data, { tags: { team: 'a' } })))
   for (const reader of readers) await reader.received(3)
   const [all, filtered] = hub.streams.map(stream => writes.get(stream) ?? [])
