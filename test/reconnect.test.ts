@@ -47,9 +47,14 @@ t.test('on shutdown, 1,000 real clients come back spread over the reconnect wind
   const buckets = Array.from({ length: 10 }, (_, i) => times.filter(time => time >= window[0] + i * tenth && time < window[0] + (i + 1) * tenth).length)
   t.comment(`reconnects per tenth of the window (${window[0]}-${window[1]} ms after the client saw its stream end):\n` +
     buckets.map((count, i) => `${String(window[0] + i * tenth).padStart(5)} ms ${'#'.repeat(Math.round(count / 5))} ${count}`).join('\n'))
-  const early = times.filter(time => time < window[0]).length
+  // A client's reconnect timer counts from the event loop's cached clock (libuv's loop time), which on a loop that
+  // has just handled a thousand closing streams can be tens of milliseconds behind performance.now(): such a timer
+  // fires that much early by our clock (seen once in CI on Node 20). So "before the window" allows that slack; a
+  // hint outside the window, or none, would put returns hundreds of milliseconds early.
+  const slack = 100
+  const early = times.filter(time => time < window[0] - slack).length
   const late = times.filter(time => time >= window[1] + 300).length
-  t.equal(early, 0, 'no client came back before the window')
+  t.equal(early, 0, `no client came back before the window (earliest: ${Math.round(Math.min(...times))} ms)`)
   t.ok(late < clients * 0.02, `at most a few came back late (loaded machine): ${late}`)
   // Spread evenly, a tenth holds a tenth of the clients; one wave would put them all in one or two. Under load (tap
   // runs two files at once on two cores) the first tenth's returns slip into the next ones (seen: 0 58 204 147 ...),
