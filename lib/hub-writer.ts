@@ -72,6 +72,8 @@ export interface WriterHost {
   subscribers: (topic: string) => Set<Subscription> | undefined
   /** Takes a stream that ended without telling the hub out of its topics. */
   unsubscribe: (stream: EventStream<any, any>) => void
+  /** False once the subscription was taken out of its topics (or replaced by another subscribe of its stream). */
+  current: (subscription: Subscription) => boolean
   /** How many live events may wait for one subscriber while its replay is written, before it is cut off. */
   readonly maxPending: number
   /** The hub, named in the diagnostics the writer publishes. */
@@ -82,6 +84,27 @@ export interface WriterHost {
 
 /** A tick's events for one subscriber are joined into frames of up to this many bytes (one write each). */
 const JOIN_BYTES = 64 * 1024
+
+/**
+ * A fan-out that takes longer than this (ms) goes on in the next turn of the event loop, and so on, so that new
+ * connections, requests and timers are served between its slices: a publish to 5,000 sockets is 35-70 ms of writes,
+ * which would otherwise hold every other client of the instance (a refused connection's answer, say) that long.
+ */
+const SLICE_MS = 8
+/** Subscribers visited between two looks at the clock. */
+const CLOCK_EVERY = 32
+
+/** The store's deliveries of a tick: a topic's subscribers, then the event, and so on (see HubWriter#dispatch). */
+type Tick = Array<Set<Subscription> | StoredEvent>
+
+/** A fan-out that ran out of its slice: the subscribers it has yet to visit, and what it does for each. */
+interface Rest {
+  /** The tick whose events these are: release() finds a subscriber's in it. */
+  readonly tick: Tick
+  readonly subscribers: Subscription[]
+  next: number
+  readonly visit: (subscription: Subscription) => void
+}
 
 /** A list of events of one tick, and the frames that carry them. */
 interface Batch {
@@ -111,19 +134,35 @@ function flushTick (writer: HubWriter): void {
   writer.flush()
 }
 
+function resumeFanOut (writer: HubWriter): void {
+  writer.resume()
+}
+
+/** A subscriber's events in a tick, in the tick's order (position order). */
+function eventsFor (subscription: Subscription, tick: Tick, events: StoredEvent[]): void {
+  for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
+}
+
 /**
  * The hub's writing side. What the store delivers waits for the end of the tick, so that a tick's events (a loop of
  * publishes, awaited or not; a page the Redis reader read) reach each socket as one write: one frame per subscriber,
  * joined once for every subscriber that gets the same events. Anything else written to a subscriber's stream
  * meanwhile first has this writer write what it holds for it (release), so frames leave in the order they were
  * written. Each stored event is encoded once, for every live subscriber and every replay that includes it.
+ *
+ * A fan-out that runs longer than SLICE_MS stops there and goes on in the next turn of the event loop, with the
+ * subscribers it has yet to visit; ticks that come meanwhile wait behind it (then go out as one), and a write to a
+ * subscriber it has not reached yet releases its events first, as a write during a tick does.
  */
 export class HubWriter {
   /** Frames handed to subscribers' write queues, replayed or live. */
   delivered = 0
   readonly #host: WriterHost
   /** The store's deliveries of this tick: a topic's subscribers, then the event, and so on (see dispatch). */
-  #tick: Array<Set<Subscription> | StoredEvent> = []
+  #tick: Tick = []
+  /** A fan-out that went past its slice, and the ticks that came while it waits for its next one (oldest first). */
+  #rest: Rest | null = null
+  #held: Tick[] = []
   /** Marks the subscribers a flush of several events has handled (a subscriber of several topics is met once for each). */
   #stamp = 0
   /** True while a flush writes: the writer's own writes release nothing. */
@@ -143,7 +182,7 @@ export class HubWriter {
 
   /** True when nothing waits to be written (or the writer writes it now): a write to a stream has nothing to release. */
   get idle (): boolean {
-    return this.#tick.length === 0 || this.#flushing
+    return (this.#tick.length === 0 && this.#rest === null) || this.#flushing
   }
 
   /**
@@ -151,9 +190,13 @@ export class HubWriter {
    * over these events again, and the subscriber's position (or its pending list) leaves them out then.
    */
   release (subscription: Subscription): void {
-    const tick = this.#tick
     const events: StoredEvent[] = []
-    for (let i = 0; i < tick.length; i += 2) if ((tick[i] as Set<Subscription>).has(subscription)) events.push(tick[i + 1] as StoredEvent)
+    if (this.#rest !== null) {
+      // (It may have had the fan-out's events already: its position leaves them out.)
+      eventsFor(subscription, this.#rest.tick, events)
+      for (const tick of this.#held) eventsFor(subscription, tick, events)
+    }
+    eventsFor(subscription, this.#tick, events)
     if (events.length > 0) this.#alone(() => { this.#hand(subscription, events, undefined) })
   }
 
@@ -166,16 +209,77 @@ export class HubWriter {
     // Called once per tick that had a delivery (see dispatch): the tick holds one at least.
     const tick = this.#tick
     this.#tick = []
+    // Behind a fan-out that has yet to finish: after it.
+    if (this.#rest !== null) {
+      this.#held.push(tick)
+      return
+    }
+    this.#writing(() => {
+      if (tick.length === 2) this.#flushOne(tick)
+      else this.#flushMany(tick)
+    })
+  }
+
+  /** The next slice of a fan-out that went past its slice; then, once it is done, the ticks that waited for it. */
+  resume (): void {
+    this.#writing(() => {
+      const rest = this.#rest as Rest
+      const { subscribers, visit } = rest
+      const started = performance.now()
+      while (rest.next < subscribers.length) {
+        const subscription = subscribers[rest.next++]
+        // One that left meanwhile (or was cut off by this very fan-out) gets nothing more.
+        if (this.#host.current(subscription)) visit(subscription)
+        if (rest.next % CLOCK_EVERY === 0 && rest.next < subscribers.length && performance.now() - started > SLICE_MS) {
+          setImmediate(resumeFanOut, this)
+          return
+        }
+      }
+      this.#rest = null
+      if (this.#held.length > 0) {
+        // As one tick: a topic's events in position order, each subscriber's in one write.
+        const held = this.#held.length === 1 ? this.#held[0] : this.#held.flat()
+        this.#held = []
+        this.#flushMany(held)
+      }
+    })
+  }
+
+  #writing (write: () => void): void {
     this.#flushing = true
     const before = this.delivered
     try {
-      if (tick.length === 2) this.#flushOne(tick[0] as Audience, tick[1] as StoredEvent)
-      else this.#flushMany(tick)
+      write()
     } finally {
       this.#flushing = false
     }
     // A tick whose events reached nobody (their subscribers left, or had them by replay) is not a delivery.
     if (hubDeliver.hasSubscribers && this.delivered > before) hubDeliver.publish({ hub: this.#host.hub, deliveries: this.delivered - before })
+  }
+
+  /**
+   * Visits the subscribers in the sets (each once, unless the visit skips repeats) until the slice is over; the rest
+   * are visited in the next turns of the event loop (see resume).
+   */
+  #fanOut (tick: Tick, sets: Array<Set<Subscription>>, visit: (subscription: Subscription) => void): void {
+    const started = performance.now()
+    let count = 0
+    for (let s = 0; s < sets.length; s++) {
+      // An iterator of its own, so that the rest can be taken from where it stopped (a Set's has no return()).
+      const members = sets[s].values()
+      for (const subscription of members) {
+        visit(subscription)
+        if (++count % CLOCK_EVERY === 0 && performance.now() - started > SLICE_MS) {
+          const subscribers = [...members]
+          for (let r = s + 1; r < sets.length; r++) for (const other of sets[r]) subscribers.push(other)
+          if (subscribers.length > 0) {
+            this.#rest = { tick, subscribers, next: 0, visit }
+            setImmediate(resumeFanOut, this)
+          }
+          return
+        }
+      }
+    }
   }
 
   /** The events of a subscriber whose replay is written, once it is live. */
@@ -205,19 +309,18 @@ export class HubWriter {
     return frame
   }
 
-  #flushOne (audience: Audience, event: StoredEvent): void {
+  /** One event to the subscribers that get it (by their filter, if any). */
+  #flushOne (tick: Tick): void {
+    const audience = tick[0] as Audience
+    const event = tick[1] as StoredEvent
     const frame = this.frame(event)
-    this.#flushTo(audience.plain, event, frame)
+    const sets: Array<Set<Subscription>> = [audience.plain]
     // Each filter is tested once; the subscribers of those that reject the event are not visited at all.
     if (audience.groups.size > 0) {
-      for (const { filter, members } of audience.groups.values()) if (filter.test(event.tags)) this.#flushTo(members, event, frame)
+      for (const { filter, members } of audience.groups.values()) if (filter.test(event.tags)) sets.push(members)
     }
-  }
-
-  /** One event to subscribers that get it (by their filter, if any). */
-  #flushTo (subscribers: Set<Subscription>, event: StoredEvent, frame: EncodedMessage): void {
     let events: StoredEvent[] | undefined
-    for (const subscription of subscribers) {
+    this.#fanOut(tick, sets, subscription => {
       // The common case, kept as short as the direct path: a live subscriber that has not had this event yet.
       if (subscription.live && event.seq > subscription.position && !subscription.stream.closed) {
         subscription.position = event.seq
@@ -226,10 +329,10 @@ export class HubWriter {
       } else {
         this.#hand(subscription, events ??= [event], [frame])
       }
-    }
+    })
   }
 
-  #flushMany (tick: Array<Set<Subscription> | StoredEvent>): void {
+  #flushMany (tick: Tick): void {
     const stamp = ++this.#stamp
     const byTopic = new Map<Set<Subscription>, StoredEvent[]>()
     for (let i = 0; i < tick.length; i += 2) {
@@ -239,16 +342,20 @@ export class HubWriter {
       else events.push(tick[i + 1] as StoredEvent)
     }
     const joined = new Map<StoredEvent[] | string, Batch>()
-    for (const [subscribers, events] of byTopic) {
-      for (const subscription of subscribers) {
-        // A subscriber of several topics is met once for each: it gets its events once, merged in position order.
-        if (subscription.stamp === stamp) continue
-        subscription.stamp = stamp
-        let batch = subscription.topics.length === 1 ? this.#joined(joined, events, events) : this.#merged(joined, subscription, byTopic)
-        if (subscription.filter !== null) batch = this.#filtered(batch, subscription.filter)
-        this.#hand(subscription, batch.events, batch.frames)
+    this.#fanOut(tick, [...byTopic.keys()], subscription => {
+      // A subscriber of several topics is met once for each: it gets its events once, merged in position order.
+      if (subscription.stamp === stamp) return
+      subscription.stamp = stamp
+      let batch: Batch
+      if (subscription.topics.length === 1) {
+        const events = byTopic.get(this.#host.subscribers(subscription.topics[0]) as Set<Subscription>) as StoredEvent[]
+        batch = this.#joined(joined, events, events)
+      } else {
+        batch = this.#merged(joined, subscription, byTopic)
       }
-    }
+      if (subscription.filter !== null) batch = this.#filtered(batch, subscription.filter)
+      this.#hand(subscription, batch.events, batch.frames)
+    })
   }
 
   /** The events of one list as frames of up to JOIN_BYTES each (usually one), made once per flush. */

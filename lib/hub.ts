@@ -118,6 +118,7 @@ export class EventHub<Events extends EventMap = EventMap> implements Holder {
     this.#writer = new HubWriter({
       subscribers: name => this.#topics.get(name)?.subscribers,
       unsubscribe: stream => { this.unsubscribe(stream) },
+      current: subscription => this.#isCurrent(subscription),
       maxPending: settings.maxPending,
       hub: this,
       sent: settings.counters.sent

@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import http2 from 'node:http2'
 import net from 'node:net'
 import t, { type Test } from 'tap'
-import { encodeMessage, injectEventStream, MemoryStore, type EventStore, type EventStream } from '../index.js'
+import { encodeMessage, EventStream, injectEventStream, MemoryStore, type EventStore } from '../index.js'
 import { build, captureLogs, listen, readUntil, tick, until } from './helpers.js'
 
 /** Counts the socket writes that carry `marker` (whatever path they took). */
@@ -53,10 +53,11 @@ function dechunk (raw: string): { body: string, chunks: number } {
 async function hubApp (t: Test, options: object = {}): Promise<{ app: Awaited<ReturnType<typeof build>>, url: string, streams: EventStream[] }> {
   const app = await build(t, { heartbeat: false, ...options })
   const streams: EventStream[] = []
-  app.get<{ Querystring: { topics: string } }>('/events', (request, reply) => {
+  app.get<{ Querystring: { topics: string, team?: string } }>('/events', (request, reply) => {
     const stream = reply.sse()
     streams.push(stream)
-    app.eventHub.subscribe(stream, request.query.topics.split(','))
+    const { team } = request.query
+    app.eventHub.subscribe(stream, request.query.topics.split(','), team === undefined ? {} : { filter: { tag: 'team', eq: team } })
   })
   return { app, url: await listen(app), streams }
 }
@@ -385,4 +386,86 @@ t.test('a stream of another registration that ended is dropped by a tick of seve
   await tick()
   t.same(app.eventHub.stats().subscribers, {})
   t.equal(app.eventHub.stats().delivered, 0)
+})
+
+/**
+ * Makes each of the hub's writes to a stream take `ms` of the event loop (as a full socket's write does at scale),
+ * and records which streams the hub wrote to.
+ */
+function slowWrites (t: Test, ms: number): Set<EventStream> {
+  const written = new Set<EventStream>()
+  const write = EventStream.prototype.write
+  EventStream.prototype.write = function (frame) {
+    written.add(this)
+    const until = performance.now() + ms
+    while (performance.now() < until);
+    return write.call(this, frame)
+  }
+  t.teardown(() => { EventStream.prototype.write = write })
+  return written
+}
+
+/** The events of a raw stream after its position frame, as `data` lines. */
+function dataOf (client: { text: () => string }): string[] {
+  return [...dechunk(client.text()).body.matchAll(/^data: (.*)$/gm)].map(match => match[1])
+}
+
+t.test('a fan-out longer than its slice lets the event loop turn between slices; every subscriber gets every event once, in order', async t => {
+  const { app, url, streams } = await hubApp(t)
+  // 240 subscribers, every fourth with a filter that lets its team's events through (all of them here).
+  // One at a time, so that streams[i] is clients[i]'s.
+  const clients: Array<Awaited<ReturnType<typeof rawStream>>> = []
+  for (let i = 0; i < 240; i++) {
+    clients.push(await rawStream(url, `/events?topics=wide${i % 4 === 3 ? '&team=a' : ''}`))
+    await until(() => dechunk(clients[i].text()).chunks === 1, 'the position frame')
+  }
+  const written = slowWrites(t, 0.1)
+  const last = streams[streams.length - 1]
+  const gone = streams[streams.length - 2]
+  const closed = streams[streams.length - 3]
+  let seen = -1
+  // One event (24 ms of writes): a macrotask queued behind it runs before it is done, and what it does is ordered.
+  await app.eventHub.publish('wide', 'one', { tags: { team: 'a' } })
+  await new Promise<void>(resolve => setImmediate(() => {
+    seen = written.size
+    // Published while the fan-out waits for its next slice, in two ticks: they go after it, to everyone.
+    app.eventHub.publish('wide', 'two', { tags: { team: 'a' } }).catch(() => {})
+    process.nextTick(() => { app.eventHub.publish('wide', 'two-b', { tags: { team: 'a' } }).catch(() => {}) })
+    // One unsubscribed and one closed before it is reached: nothing more of the hub.
+    app.eventHub.unsubscribe(gone)
+    closed.close().catch(() => {})
+    // A turn later (still before the fan-out's next slice), with 'two' held behind it: one more, and a subscriber
+    // that it has not reached yet written to: what the hub holds for it goes first.
+    setImmediate(() => {
+      app.eventHub.publish('wide', 'extra', { tags: { team: 'a' } }).catch(() => {})
+      last.message('direct').catch(() => {})
+      resolve()
+    })
+  }))
+  t.ok(seen > 0 && seen < 240, `the loop turned with ${seen} of 240 written`)
+  // Then a tick of several events, published in one tick: the same through the other path.
+  const ids = await Promise.all(['three', 'four', 'five'].map(data => app.eventHub.publish('wide', data, { tags: { team: 'a' } })))
+  await until(() => clients.slice(0, 237).every(client => dataOf(client).length === 7) && dataOf(clients[239]).length === 8, 'every event', 10_000)
+  const expected = ['one', 'two', 'two-b', 'extra', 'three', 'four', 'five']
+  t.ok(clients.slice(0, 237).every(client => JSON.stringify(dataOf(client)) === JSON.stringify(expected)), 'every other subscriber: each event once, in order')
+  t.same(dataOf(clients[239]), ['one', 'two', 'two-b', 'extra', 'direct', 'three', 'four', 'five'], 'the written one: the held events first')
+  t.same(dataOf(clients[238]), [], 'the unsubscribed one: nothing of the hub')
+  t.same(dataOf(clients[237]), ['one', 'two'], 'the closed one: what the hub held for it when it closed, then nothing')
+  t.match(dechunk(clients[0].text()).body, `id: ${ids[2]}\ndata: five`)
+  t.equal(app.eventHub.stats().subscribers.wide, 238)
+  for (const client of clients) client.socket.destroy()
+})
+
+t.test('a fan-out whose slice ends at its last subscriber leaves nothing behind', async t => {
+  const { app, url } = await hubApp(t)
+  // 32 subscribers (one look at the clock) at 0.3 ms a write: the slice is over exactly when they are done.
+  const clients: Array<Awaited<ReturnType<typeof rawStream>>> = []
+  for (let i = 0; i < 32; i++) clients.push(await rawStream(url, '/events?topics=exact'))
+  await until(() => clients.every(client => dechunk(client.text()).chunks === 1), 'the position frames')
+  slowWrites(t, 0.3)
+  await app.eventHub.publish('exact', 'one')
+  await app.eventHub.publish('exact', 'two')
+  await until(() => clients.every(client => dataOf(client).length === 2), 'both events')
+  t.ok(clients.every(client => dataOf(client).join() === 'one,two'))
+  for (const client of clients) client.socket.destroy()
 })
