@@ -419,12 +419,14 @@ t.test('a fan-out longer than its slice lets the event loop turn between slices;
     clients.push(await rawStream(url, `/events?topics=wide${i % 4 === 3 ? '&team=a' : ''}`))
     await until(() => dechunk(clients[i].text()).chunks === 1, 'the position frame')
   }
-  const written = slowWrites(t, 0.1)
+  // 0.3 ms a write: every slice is 32 subscribers (one look at the clock) however fast the machine, so the
+  // turns below fall where they say.
+  const written = slowWrites(t, 0.3)
   const last = streams[streams.length - 1]
   const gone = streams[streams.length - 2]
   const closed = streams[streams.length - 3]
   let seen = -1
-  // One event (24 ms of writes): a macrotask queued behind it runs before it is done, and what it does is ordered.
+  // One event (eight slices): a macrotask queued behind it runs before it is done, and what it does is ordered.
   await app.eventHub.publish('wide', 'one', { tags: { team: 'a' } })
   await new Promise<void>(resolve => setImmediate(() => {
     seen = written.size
@@ -434,7 +436,7 @@ t.test('a fan-out longer than its slice lets the event loop turn between slices;
     // One unsubscribed and one closed before it is reached: nothing more of the hub.
     app.eventHub.unsubscribe(gone)
     closed.close().catch(() => {})
-    // A turn later (still before the fan-out's next slice), with 'two' held behind it: one more, and a subscriber
+    // A turn later (the fan-out still slices to go), with 'two' held behind it: one more, and a subscriber
     // that it has not reached yet written to: what the hub holds for it goes first.
     setImmediate(() => {
       app.eventHub.publish('wide', 'extra', { tags: { team: 'a' } }).catch(() => {})
@@ -467,5 +469,32 @@ t.test('a fan-out whose slice ends at its last subscriber leaves nothing behind'
   await app.eventHub.publish('exact', 'two')
   await until(() => clients.every(client => dataOf(client).length === 2), 'both events')
   t.ok(clients.every(client => dataOf(client).join() === 'one,two'))
+  for (const client of clients) client.socket.destroy()
+})
+
+t.test('one tick held behind a fan-out goes out when it ends', async t => {
+  const { app, url } = await hubApp(t)
+  // 96 subscribers at 0.3 ms a write: three slices of 32 (one look at the clock each), so the turns below fall
+  // where they say however fast the machine.
+  const clients: Array<Awaited<ReturnType<typeof rawStream>>> = []
+  for (let i = 0; i < 96; i++) clients.push(await rawStream(url, '/events?topics=held'))
+  await until(() => clients.every(client => dechunk(client.text()).chunks === 1), 'the position frames')
+  const written = slowWrites(t, 0.3)
+  await app.eventHub.publish('held', 'one')
+  const seen: number[] = []
+  // After the first slice: one tick of two events, then a look a turn later, with the second slice written.
+  await new Promise<void>(resolve => setImmediate(() => {
+    seen.push(written.size)
+    written.clear()
+    app.eventHub.publish('held', 'two').catch(() => {})
+    app.eventHub.publish('held', 'three').catch(() => {})
+    setImmediate(() => {
+      seen.push(written.size)
+      resolve()
+    })
+  }))
+  t.same(seen, [32, 32], 'a slice a turn, the held tick written to nobody meanwhile')
+  await until(() => clients.every(client => dataOf(client).length === 3), 'every event')
+  t.ok(clients.every(client => dataOf(client).join() === 'one,two,three'), 'each subscriber: one, then the held tick')
   for (const client of clients) client.socket.destroy()
 })
