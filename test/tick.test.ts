@@ -405,6 +405,12 @@ function slowWrites (t: Test, ms: number): Set<EventStream> {
   return written
 }
 
+/**
+ * A write's time in the slicing tests: 32 of them (the writer's look at the clock) take more than its 8 ms slice, so
+ * every slice is 32 subscribers however fast the machine, and the turns of the event loop fall where a test says.
+ */
+const SLICED_WRITE_MS = 0.3
+
 /** The events of a raw stream after its position frame, as `data` lines. */
 function dataOf (client: { text: () => string }): string[] {
   return [...dechunk(client.text()).body.matchAll(/^data: (.*)$/gm)].map(match => match[1])
@@ -419,9 +425,7 @@ t.test('a fan-out longer than its slice lets the event loop turn between slices;
     clients.push(await rawStream(url, `/events?topics=wide${i % 4 === 3 ? '&team=a' : ''}`))
     await until(() => dechunk(clients[i].text()).chunks === 1, 'the position frame')
   }
-  // 0.3 ms a write: every slice is 32 subscribers (one look at the clock) however fast the machine, so the
-  // turns below fall where they say.
-  const written = slowWrites(t, 0.3)
+  const written = slowWrites(t, SLICED_WRITE_MS)
   const last = streams[streams.length - 1]
   const gone = streams[streams.length - 2]
   const closed = streams[streams.length - 3]
@@ -436,7 +440,7 @@ t.test('a fan-out longer than its slice lets the event loop turn between slices;
     // One unsubscribed and one closed before it is reached: nothing more of the hub.
     app.eventHub.unsubscribe(gone)
     closed.close().catch(() => {})
-    // A turn later (the fan-out still slices to go), with 'two' held behind it: one more, and a subscriber
+    // A turn later (the fan-out still has slices to go), with 'two' held behind it: one more, and a subscriber
     // that it has not reached yet written to: what the hub holds for it goes first.
     setImmediate(() => {
       app.eventHub.publish('wide', 'extra', { tags: { team: 'a' } }).catch(() => {})
@@ -460,11 +464,11 @@ t.test('a fan-out longer than its slice lets the event loop turn between slices;
 
 t.test('a fan-out whose slice ends at its last subscriber leaves nothing behind', async t => {
   const { app, url } = await hubApp(t)
-  // 32 subscribers (one look at the clock) at 0.3 ms a write: the slice is over exactly when they are done.
+  // 32 subscribers (one look at the clock): the slice is over exactly when they are done.
   const clients: Array<Awaited<ReturnType<typeof rawStream>>> = []
   for (let i = 0; i < 32; i++) clients.push(await rawStream(url, '/events?topics=exact'))
   await until(() => clients.every(client => dechunk(client.text()).chunks === 1), 'the position frames')
-  slowWrites(t, 0.3)
+  slowWrites(t, SLICED_WRITE_MS)
   await app.eventHub.publish('exact', 'one')
   await app.eventHub.publish('exact', 'two')
   await until(() => clients.every(client => dataOf(client).length === 2), 'both events')
@@ -474,12 +478,11 @@ t.test('a fan-out whose slice ends at its last subscriber leaves nothing behind'
 
 t.test('one tick held behind a fan-out goes out when it ends', async t => {
   const { app, url } = await hubApp(t)
-  // 96 subscribers at 0.3 ms a write: three slices of 32 (one look at the clock each), so the turns below fall
-  // where they say however fast the machine.
+  // 96 subscribers: three slices of 32, the last two in the next turns of the event loop.
   const clients: Array<Awaited<ReturnType<typeof rawStream>>> = []
   for (let i = 0; i < 96; i++) clients.push(await rawStream(url, '/events?topics=held'))
   await until(() => clients.every(client => dechunk(client.text()).chunks === 1), 'the position frames')
-  const written = slowWrites(t, 0.3)
+  const written = slowWrites(t, SLICED_WRITE_MS)
   await app.eventHub.publish('held', 'one')
   const seen: number[] = []
   // After the first slice: one tick of two events, then a look a turn later, with the second slice written.
