@@ -7,7 +7,8 @@
 // each opens), refusals answered and their p99 answer time, delivery p99 to the admitted streams and its ratio to the
 // baseline, event-loop delay p99, and the server alive at the end. Then a reconnect storm: BENCH_ADMISSION_STORM
 // clients (10,000) at once against a cap of half that, which is then raised to all of them: how long until all are
-// connected. Clients run in worker processes of 1,250 (BENCH_ADMISSION_PER_WORKER), each from 64 loopback addresses of its own. Appends to BENCH_RESULTS.
+// connected. Clients run in worker processes of 1,250 (BENCH_ADMISSION_PER_WORKER), each from 64 loopback addresses of its own;
+// at 2x the cap, the clients past the cap start once it is full, in processes of their own. Appends to BENCH_RESULTS.
 // BENCH_ADMISSION_BACKLOG sets the server's listen backlog (4096, as the README advises; Node's default is 511); BENCH_ADMISSION_JITTER_MS has the
 // clients wait up to that much more than the Retry-After. BENCH_ADMISSION_SERVER_CPUS and BENCH_ADMISSION_CLIENT_CPUS
 // (taskset lists, such as 0 and 1) keep the server and the clients on cores of their own, as on separate machines;
@@ -112,9 +113,10 @@ function startProbe (port: number): Worker {
   return { child, lines: lines(child) }
 }
 
-function startClients (port: number, count: number): Worker[] {
+/** `count` clients in processes of PER_WORKER; `first` numbers their source networks after the workers already running. */
+function startClients (port: number, count: number, first = 0): Worker[] {
   return Array.from({ length: Math.ceil(count / PER_WORKER) }, (_, i) => {
-    const child = node(CLIENT_CPUS, [CLIENT, String(port), String(Math.min(PER_WORKER, count - i * PER_WORKER)), `127.1.${i}`])
+    const child = node(CLIENT_CPUS, [CLIENT, String(port), String(Math.min(PER_WORKER, count - i * PER_WORKER)), `127.1.${first + i}`])
     children.add(child)
     return { child, lines: lines(child) }
   })
@@ -138,8 +140,12 @@ async function until (check: () => Promise<boolean>, ms: number, what: string): 
 
 async function round (clients: number): Promise<Record<string, number>> {
   const server = await startServer(CAP)
-  const workers = startClients(server.port, clients)
+  // The cap's clients first, then the clients past it in processes of their own: the admitted streams live in the
+  // same processes in both shapes, as the refused clients of a real server live on other machines. (Mixed in every
+  // process, the admitted streams' delivery also measured the refused clients' work in the same event loops.)
+  const workers = startClients(server.port, CAP)
   await until(async () => (await server.stats()).open === CAP, 60_000, 'the cap filled')
+  if (clients > CAP) workers.push(...startClients(server.port, clients - CAP, workers.length))
   await request(server.port, 'POST', `/publish?ms=${PUBLISH_MS}`)
   const probe = startProbe(server.port)
   await sleep(2000)
