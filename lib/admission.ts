@@ -128,13 +128,13 @@ export class StreamAdmission {
   /** Answers a refused request (the way `refusal` says) and returns a stream that is already closed. */
   refuse (reply: FastifyReply, reason: RefusalReason, refusal: Refusal, settings: { maxBufferedBytes: number }): EventStream<any, any> {
     const delay = this.#window[0] + Math.floor(Math.random() * (this.#window[1] - this.#window[0] + 1))
-    const error = new FST_SSE_REFUSED(REASONS[reason])
     reply.log.debug({ reason }, 'event stream refused')
     if (streamRefused.hasSubscribers) streamRefused.publish({ request: reply.request, reason })
     const stream = new EventStream(reply.raw as never, undefined, { maxBufferedBytes: settings.maxBufferedBytes, log: reply.log, owner: NOBODY, sent: { messages: 0, bytes: 0 } })
     if (refusal === 'status') {
-      // A plain response, not an error: a refusal storm is not thousands of error logs.
-      reply.code(503).header('retry-after', String(Math.ceil(delay / 1000))).send({ statusCode: 503, code: error.code, error: 'Service Unavailable', message: error.message })
+      // A plain response, not an error: a refusal storm is not thousands of error logs, nor thousands of errors made
+      // and serialized; the body of each reason is made once.
+      reply.code(503).header('retry-after', String(Math.ceil(delay / 1000))).type(JSON_TYPE).send(BODIES[reason])
     } else {
       reply.hijack()
       const raw = reply.raw as unknown as { writeHead (status: number, headers: Record<string, unknown>): void, end (chunk: Uint8Array): void }
@@ -159,6 +159,13 @@ const REASONS: Record<RefusalReason, string> = {
   key: 'this client holds its maximum of open streams',
   pressure: 'the server is under pressure'
 }
+
+/** The 503 body of each reason, made once: what Fastify's error handler would send for a FST_SSE_REFUSED. */
+const BODIES = Object.fromEntries(Object.entries(REASONS).map(([reason, text]) => {
+  const error = new FST_SSE_REFUSED(text)
+  return [reason, JSON.stringify({ statusCode: 503, code: error.code, error: 'Service Unavailable', message: error.message })]
+})) as Record<RefusalReason, string>
+const JSON_TYPE = 'application/json; charset=utf-8'
 
 function nothing (): void {}
 
