@@ -2,9 +2,14 @@
 // <redis url|memory> <prefix> [lease ms]`. POST /runs/:key?tokens=N&rate=R starts a run of a fake model that yields N
 // tokens at R per second (each token's data "<index>|<monotonic µs>") and streams it; GET /runs/:key reads a run
 // (Last-Event-ID resumes); DELETE /runs/:key cancels it; GET /plain?tokens=N&rate=R streams the same tokens the
-// plain way, reply.sse() + consume(), for comparison. Prints "ready <port>".
+// plain way, reply.sse() + consume(), for comparison. The floor of any delivery through Redis, with a Redis store:
+// GET /floor/:key?tokens=N&rate=R&source=<port> subscribes to a channel of the key (bare ioredis), then has the
+// instance at <port> (this one or another) run the model with POST /floor/:key, which PUBLISHes each token as it is
+// made; each message is written to the stream as it arrives: nothing stored, no batching, no resuming. Prints "ready <port>".
 import Fastify from 'fastify'
+import http from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
 import fastifyEventStream from '../index.js'
 import { RedisStore } from '../lib/stores/redis.js'
 
@@ -54,6 +59,47 @@ app.get<{ Querystring: Query }>('/plain', (request, reply) => {
   stream.consume(model(Number(tokens), Number(rate), stream.signal)).catch(() => {})
 })
 app.get('/stats', async () => app.eventRuns.stats())
+
+// The floor's two connections are opened by its first request: the Redis run tests use this instance too.
+let floor: { publisher: Redis, subscriber: Redis, readers: Map<string, (message: string) => void> } | undefined
+app.addHook('onClose', async () => { floor?.publisher.disconnect(); floor?.subscriber.disconnect() })
+function floorConnections (): NonNullable<typeof floor> {
+  if (floor !== undefined) return floor
+  const publisher = new Redis(redisUrl).on('error', () => {})
+  const subscriber = new Redis(redisUrl).on('error', () => {})
+  const readers = new Map<string, (message: string) => void>()
+  subscriber.on('message', (channel: string, message: string) => readers.get(channel)?.(message))
+  floor = { publisher, subscriber, readers }
+  return floor
+}
+app.get<{ Params: { key: string }, Querystring: Query & { source: string } }>('/floor/:key', async (request, reply) => {
+  const { tokens = '500', rate = '50', source } = request.query
+  const { subscriber, readers } = floorConnections()
+  const channel = `${prefix}:floor:${request.params.key}`
+  await subscriber.subscribe(channel)
+  const stream = reply.sse()
+  let index = 0
+  readers.set(channel, message => {
+    if (message === 'end') {
+      readers.delete(channel)
+      subscriber.unsubscribe(channel).catch(() => {})
+      stream.close().catch(() => {})
+      return
+    }
+    stream.message(message, { id: String(index++) }).catch(() => {})
+  })
+  http.request({ host: '127.0.0.1', port: Number(source), method: 'POST', path: `/floor/${request.params.key}?tokens=${tokens}&rate=${rate}`, agent: false }, response => response.resume()).end()
+})
+app.post<{ Params: { key: string }, Querystring: Query }>('/floor/:key', async (request) => {
+  const { tokens = '500', rate = '50' } = request.query
+  const { publisher } = floorConnections()
+  const channel = `${prefix}:floor:${request.params.key}`
+  ;(async () => {
+    for await (const token of model(Number(tokens), Number(rate))) publisher.publish(channel, token).catch(() => {})
+    publisher.publish(channel, 'end').catch(() => {})
+  })().catch(() => {})
+  return {}
+})
 
 // A reconnect storm fills the default accept queue (511) on loopback: the kernel then drops SYNs, which cost a 1 s retry.
 await app.listen({ port: 0, host: '127.0.0.1', backlog: 4096 })

@@ -7,7 +7,7 @@
 // Scenarios: the plain route, runs in memory (one instance), runs in Redis (two instances, one Redis of its own),
 // and runs in Redis at ten times the runs with a tenth of the tokens (the same tokens a second).
 // BENCH_RUNS=<runs> BENCH_TOKENS=<tokens> BENCH_RATE=<per second> BENCH_SCALE=<runs of the last scenario, 0 for none>
-// BENCH_DROPS=<drops per reader> BENCH_INSTANCES=<instances on the Redis> change the sizes; BENCH_ONLY=plain2,memory,redis,scale picks scenarios (the plain one always
+// BENCH_DROPS=<drops per reader> BENCH_INSTANCES=<instances on the Redis> change the sizes; BENCH_ONLY=plain2,floor,memory,redis,scale picks scenarios (the plain one always
 // runs: the ratios are to it); BENCH_NODE_ARGS is passed to the instances (--cpu-prof, say).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import http from 'node:http'
@@ -54,7 +54,12 @@ interface Tally { received: number[], latencies: number[], connects: number[], r
 /** One reader: POST (starts the run and reads it) or GET /plain, then on each drop a GET with its last id. */
 interface Shape { tokens: number, rate: number, drops: number }
 
-async function reader (instances: Instance[], key: string, plain: boolean, tally: Tally, { tokens, rate, drops: dropCount }: Shape): Promise<void> {
+/** How a reader reads: a plain stream, a run, or the bare Redis floor (a plain stream fed by a channel). */
+type Mode = 'plain' | 'run' | 'floor'
+
+async function reader (instances: Instance[], key: string, mode: Mode, tally: Tally, { tokens, rate, drops: dropCount }: Shape): Promise<void> {
+  // Neither the plain stream nor the floor can resume: their readers never drop.
+  const plain = mode !== 'run'
   let lastEventId = ''
   const durationMs = tokens / rate * 1000
   let drops = plain ? [] : Array.from({ length: dropCount }, () => Math.random() * durationMs).sort((a, b) => a - b)
@@ -62,7 +67,10 @@ async function reader (instances: Instance[], key: string, plain: boolean, tally
   for (let attempt = 0; !tally.ended && attempt < 50; attempt++) {
     const instance = instances[Math.floor(Math.random() * instances.length)]
     const opened = now()
-    const path = plain ? `/plain?tokens=${tokens}&rate=${rate}` : `/runs/${key}?tokens=${tokens}&rate=${rate}`
+    const source = instances[Math.floor(Math.random() * instances.length)]
+    const path = mode === 'plain'
+      ? `/plain?tokens=${tokens}&rate=${rate}`
+      : mode === 'floor' ? `/floor/${key}?tokens=${tokens}&rate=${rate}&source=${source.port}` : `/runs/${key}?tokens=${tokens}&rate=${rate}`
     const method = plain || attempt > 0 ? 'GET' : 'POST'
     await new Promise<void>(resolve => {
       const request = http.request({ host: '127.0.0.1', port: instance.port, method, path, agent: false, headers: lastEventId === '' ? {} : { 'last-event-id': lastEventId } })
@@ -106,7 +114,7 @@ function percentile (sorted: number[], p: number): number {
 
 interface Result { name: string, runs: number, tokens: number, lost: number, duplicated: number, unfinished: number, reconnects: number, p50: number, p99: number, connectP50: number, connectP99: number, rssPerRun: number, cpuPerToken: number, clientCpuPerToken: number, redisCpuPerToken?: number, redisBytesPerRun?: number, scriptCallsPerToken?: number }
 
-async function scenario (name: string, store: 'memory' | 'redis', count: number, shape: Shape, plain: boolean, redis?: { url: string, admin: Redis }, instanceCount = store === 'memory' ? 1 : REDIS_INSTANCES): Promise<Result> {
+async function scenario (name: string, store: 'memory' | 'redis', count: number, shape: Shape, mode: Mode, redis?: { url: string, admin: Redis }, instanceCount = store === 'memory' ? 1 : REDIS_INSTANCES): Promise<Result> {
   const { tokens, rate } = shape
   const prefix = `{bench-runs-${Date.now()}}`
   const instances: Instance[] = []
@@ -123,7 +131,7 @@ async function scenario (name: string, store: 'memory' | 'redis', count: number,
   // Readers start over the first second, as requests arrive.
   const readers = tallies.map(async (tally, i) => {
     await sleep(Math.random() * 1000)
-    await reader(instances, `run-${i}`, plain, tally, shape)
+    await reader(instances, `run-${i}`, mode, tally, shape)
   })
   await sleep(durationMs / 2 + 500)
   const rssMid = instances.reduce((sum, instance) => sum + rssKiB(instance.child.pid as number), 0)
@@ -182,20 +190,23 @@ function print (r: Result): void {
   const cell = (value: number | undefined, digits = 1): string => value === undefined ? '' : value.toFixed(digits)
   console.log(`| ${r.name} | ${r.runs} | ${r.tokens} | ${r.lost} | ${r.duplicated} | ${r.unfinished} | ${r.reconnects} | ${cell(r.p50)} | ${cell(r.p99)} | ${(r.p99 / plainP99).toFixed(2)}x | ${cell(r.connectP50)} / ${cell(r.connectP99)} | ${cell(r.rssPerRun)} | ${cell(r.cpuPerToken, 2)} | ${cell(r.clientCpuPerToken, 2)} | ${cell(r.redisCpuPerToken, 2)} | ${cell(r.scriptCallsPerToken, 3)} | ${cell(r.redisBytesPerRun, 0)} |`)
 }
-// BENCH_ONLY=plain,memory,redis,scale runs some of them.
+// BENCH_ONLY=plain2,floor,memory,redis,scale runs some of them.
 const only = process.env.BENCH_ONLY?.split(',')
 const wanted = (name: string): boolean => only === undefined || only.includes(name)
 const shape: Shape = { tokens: TOKENS, rate: RATE, drops: DROPS }
-const plain = await scenario('plain reply.sse() + consume()', 'memory', RUNS, shape, true)
+const plain = await scenario('plain reply.sse() + consume()', 'memory', RUNS, shape, 'plain')
 plainP99 = plain.p99
 print(plain)
 // The plain route on as many instances as the Redis scenario (clients spread over them): the same processes, less Redis.
-if (wanted('plain2')) print(await scenario(`plain reply.sse() + consume(), ${REDIS_INSTANCES} instances`, 'memory', RUNS, shape, true, undefined, REDIS_INSTANCES))
-if (wanted('memory')) print(await scenario('runs, memory store', 'memory', RUNS, shape, false))
-if (wanted('redis')) print(await scenario(`runs, Redis, ${REDIS_INSTANCES} instance${REDIS_INSTANCES === 1 ? '' : 's'}`, 'redis', RUNS, shape, false, { url: redis.url, admin }))
+if (wanted('plain2')) print(await scenario(`plain reply.sse() + consume(), ${REDIS_INSTANCES} instances`, 'memory', RUNS, shape, 'plain', undefined, REDIS_INSTANCES))
+// The floor of anything delivered through Redis: each token PUBLISHed as it is made, on an instance drawn at random,
+// to the channel the reader's instance subscribed to (bare ioredis), and written to the stream as it arrives.
+if (wanted('floor')) print(await scenario(`floor: bare PUBLISH per token, ${REDIS_INSTANCES} instances`, 'redis', RUNS, shape, 'floor', { url: redis.url, admin }))
+if (wanted('memory')) print(await scenario('runs, memory store', 'memory', RUNS, shape, 'run'))
+if (wanted('redis')) print(await scenario(`runs, Redis, ${REDIS_INSTANCES} instance${REDIS_INSTANCES === 1 ? '' : 's'}`, 'redis', RUNS, shape, 'run', { url: redis.url, admin }))
 // The same tokens a second and the same length over SCALE runs (each a tenth as fast at the defaults), readers that
 // stay connected: what a run costs in memory and Redis at that count (BENCH_SCALE=0 leaves it out).
 const scaled: Shape = { tokens: Math.max(1, Math.round(TOKENS * RUNS / SCALE)), rate: RATE * RUNS / SCALE, drops: 0 }
-if (SCALE > 0 && wanted('scale')) print(await scenario(`runs, Redis, ${REDIS_INSTANCES} instances, ${SCALE} runs, no drops`, 'redis', SCALE, scaled, false, { url: redis.url, admin }))
+if (SCALE > 0 && wanted('scale')) print(await scenario(`runs, Redis, ${REDIS_INSTANCES} instances, ${SCALE} runs, no drops`, 'redis', SCALE, scaled, 'run', { url: redis.url, admin }))
 admin.disconnect()
 await redis.stop()
